@@ -1,0 +1,231 @@
+"""The broker: a thin asyncio shell around a ZeroMQ ROUTER and the scheduling state machine.
+
+It runs on the runtime's background thread, inside that thread's event loop (uvloop when
+installed). Workers talk to it over the ROUTER (see worker.py for the message flow); clients in
+the same process talk to it through `JobLink`: their calls are marshalled onto the loop with
+``call_soon_threadsafe``, and the broker answers into the job's own queue, which the client
+drains on its own thread. So user code (listeners, generators, unpickling of results) never
+runs here::
+
+    client thread --submit/cancel/feed--> [loop thread: Broker] <--ROUTER--> worker processes
+    client thread <------ job queue ------ [loop thread: Broker]
+
+Each step has a named function: ``_drain`` (read every waiting frame), ``_handle`` (one worker
+message), ``_perform`` (carry out the scheduler's instructions), ``_on_worker_exit`` (a death
+reported by the supervisor), ``_tick`` (timeouts). The broker never unpickles a payload: result,
+input and event frames pass through untouched.
+
+Must not know: the user API, the work function, what a result means.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import zmq
+
+from . import codec, protocol, scheduling
+from .errors import RuntimeBrokenError
+from .supervisor import Supervisor
+
+#: Timeouts and cancel grace are checked this often; 50 ms keeps a 1 s cancel promise with room.
+TICK_SECONDS = 0.05
+#: Workers that die before saying Ready this many times in a row mean the runtime cannot start
+#: workers at all (bad interpreter, import error): fail loudly instead of respawning forever.
+MAX_EARLY_DEATHS = 3
+
+
+@dataclass
+class Submission:
+    """A job as the broker sees it: scheduling facts plus opaque payload frames."""
+
+    info: scheduling.JobInfo
+    work_frames: List[Any]          # [cloudpickled work, cloudpickled args, *pickled spec frames]
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+class _Entry:
+    __slots__ = ("submission", "sink", "chunks")
+
+    def __init__(self, submission: Submission, sink: "queue.SimpleQueue[Any]") -> None:
+        self.submission, self.sink = submission, sink
+        self.chunks: Dict[int, List[Any]] = {}
+
+
+class Broker:
+    def __init__(self, loop: Any, context: zmq.Context, address: str) -> None:
+        self.loop = loop
+        self.router = context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.bind(address)
+        self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.scheduler = scheduling.Scheduler()
+        self.supervisor = Supervisor(self.address, loop, self._on_worker_exit)
+        self.jobs: Dict[str, _Entry] = {}
+        self.ready: set = set()
+        self.target_workers = 0
+        self.early_deaths = 0
+        self.broken: Optional[BaseException] = None
+        self.deaths = 0
+        loop.add_reader(self.router.getsockopt(zmq.FD), self._drain)
+        self._ticker = loop.call_later(TICK_SECONDS, self._tick)
+
+    # ---- calls marshalled from client threads -----------------------------------------------
+    def scale(self, workers: int) -> None:
+        """Keep at least ``workers`` worker processes alive."""
+        self.target_workers = max(self.target_workers, workers)
+        self._guard(self._replenish)
+
+    def submit(self, submission: Submission, sink: "queue.SimpleQueue[Any]") -> None:
+        if self.broken is not None:
+            sink.put(("broken", self.broken))
+            return
+        self.jobs[submission.info.job_id] = _Entry(submission, sink)
+        self._guard(lambda: self._perform(self.scheduler.submit(submission.info, time.monotonic())))
+
+    def cancel(self, job_id: str) -> None:
+        self._guard(lambda: self._perform(self.scheduler.cancel(job_id, time.monotonic())))
+
+    def feed(self, job_id: str, first: int, count: int, frames: List[Any]) -> None:
+        entry = self.jobs.get(job_id)
+        if entry is None:
+            return
+        if count:
+            entry.chunks[first] = frames
+        self._guard(lambda: self._perform(
+            self.scheduler.input_arrived(job_id, first, count, time.monotonic())))
+
+    def feed_end(self, job_id: str, total: int) -> None:
+        if job_id in self.jobs:
+            self._guard(lambda: self._perform(
+                self.scheduler.input_ended(job_id, total, time.monotonic())))
+
+    def kill_worker(self, identity: bytes) -> None:
+        """Test and chaos hook: SIGKILL one worker as if the OOM killer had."""
+        self.supervisor.kill(identity)
+
+    def worker_pids(self) -> List[int]:
+        return [pid for pid in map(self.supervisor.pid, list(self.supervisor.children)) if pid]
+
+    # ---- the loop's own steps ---------------------------------------------------------------
+    def _guard(self, step: Any) -> None:
+        """Run one step; any exception in the broker itself breaks the runtime, loudly."""
+        if self.broken is not None:
+            return
+        try:
+            step()
+            self._drain()
+        except Exception as exc:  # noqa: BLE001 - reported to every waiting client
+            self._break(exc)
+
+    def _break(self, exc: BaseException) -> None:
+        self.broken = RuntimeBrokenError(f"the dcplocal broker failed: {type(exc).__name__}: {exc}")
+        self.broken.__cause__ = exc
+        for entry in self.jobs.values():
+            entry.sink.put(("broken", self.broken))
+        self.jobs.clear()
+
+    def _drain(self) -> None:
+        try:
+            while self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                try:
+                    self._handle(frames)
+                except codec.ProtocolError as exc:  # a stray or stale peer: drop its message
+                    print(f"dcplocal broker: dropped a message from {frames[0].bytes!r}: {exc}",
+                          file=sys.stderr)
+        except zmq.Again:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            self._break(exc)
+
+    def _handle(self, frames: List[Any]) -> None:
+        identity = frames[0].bytes
+        msg = codec.decode(frames[1].bytes)
+        now = time.monotonic()
+        if isinstance(msg, protocol.TaskDone):
+            accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors, now)
+            entry = self.jobs.get(msg.job_id)
+            if accepted and entry is not None:
+                entry.sink.put(("done", msg, frames[2:], self.scheduler.status(msg.job_id)))
+            self._perform(out)
+        elif isinstance(msg, protocol.Heartbeat):
+            self.scheduler.heartbeat(identity[:-3], msg.task_id, msg.slice_index, msg.slice_age,
+                                     msg.progress_age, msg.progress, msg.progress_calls, now)
+        elif isinstance(msg, (protocol.Console, protocol.WorkEvent)):
+            entry = self.jobs.get(msg.job_id)
+            if entry is not None:
+                entry.sink.put(("event", msg, frames[2:]))
+        elif isinstance(msg, protocol.Ready):
+            self.ready.add(identity)
+            self.early_deaths = 0
+            self._perform(self.scheduler.add_worker(identity, now))
+
+    def _send(self, identity: bytes, msg: protocol.Message, frames: List[Any] = ()) -> None:
+        try:
+            self.router.send_multipart([identity, codec.encode(msg), *frames], copy=False)
+        except zmq.ZMQError:  # the worker is gone; its death is being reported separately
+            pass
+
+    def _perform(self, instructions: List[Any]) -> None:
+        for ins in instructions:
+            if isinstance(ins, scheduling.Dispatch):
+                task = ins.task
+                entry = self.jobs[task.job_id]
+                chunk = entry.chunks[task.chunk_first] if task.chunk_first >= 0 else []
+                self._send(ins.worker, protocol.Task(task.task_id, task.job_id, task.first,
+                                                     task.count, task.chunk_first), chunk)
+            elif isinstance(ins, scheduling.SendJob):
+                sub = self.jobs[ins.job_id].submission
+                self._send(ins.worker, protocol.JobDef(ins.job_id, sub.options), sub.work_frames)
+            elif isinstance(ins, scheduling.RequestInput):
+                self.jobs[ins.job_id].sink.put(("input", ins.count))
+            elif isinstance(ins, scheduling.ReleaseChunk):
+                entry = self.jobs.get(ins.job_id)
+                if entry is not None:
+                    entry.chunks.pop(ins.chunk_first, None)
+            elif isinstance(ins, scheduling.SliceFailed):
+                self.jobs[ins.job_id].sink.put(("failed", ins))
+            elif isinstance(ins, scheduling.KillWorker):
+                self.supervisor.kill(ins.worker)
+            elif isinstance(ins, scheduling.ForgetJob):
+                self._send(ins.worker, protocol.DropJob(ins.job_id))
+            elif isinstance(ins, scheduling.JobEnded):
+                entry = self.jobs.pop(ins.job_id)
+                entry.sink.put(("ended", ins.outcome))
+
+    def _on_worker_exit(self, identity: bytes, exitcode: Optional[int]) -> None:
+        def step() -> None:
+            self.deaths += 1
+            if identity not in self.ready:
+                self.early_deaths += 1
+            self.ready.discard(identity)
+            self._perform(self.scheduler.remove_worker(identity, exitcode, time.monotonic()))
+            if self.early_deaths >= MAX_EARLY_DEATHS:
+                raise RuntimeError(f"{self.early_deaths} worker processes exited before they were "
+                                   f"ready (last exit code {exitcode}); see their stderr above")
+            self._replenish()
+        self._guard(step)
+
+    def _replenish(self) -> None:
+        while len(self.supervisor) < self.target_workers:
+            self.supervisor.start()
+
+    def _tick(self) -> None:
+        if self.scheduler.busy:
+            self._guard(lambda: self._perform(self.scheduler.tick(time.monotonic())))
+        else:
+            self._drain()  # a safety net for the edge-triggered FD
+        self._ticker = self.loop.call_later(TICK_SECONDS, self._tick)
+
+    def close(self) -> None:
+        """Tell every worker to stop, give them a moment, kill the rest, close the socket."""
+        self._ticker.cancel()
+        for identity in list(self.ready):
+            self._send(identity, protocol.Stop())
+        self.supervisor.shutdown(timeout=1.0)
+        self.loop.remove_reader(self.router.getsockopt(zmq.FD))
+        self.router.close(linger=0)

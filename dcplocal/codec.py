@@ -1,0 +1,170 @@
+"""Frames on the wire: message headers, and the payload encodings of results and data.
+
+A message is ``[header, *payload_frames]``; the header is compact JSON ``[version, op, *fields]``
+(see protocol.py). Payload encodings live here too, because worker and client must agree on them:
+
+* ``pack_results(values)``: a batch of results. Numeric scalars of one type become ONE numpy array
+  frame (typed collation, no per-item pickling); anything else is pickle protocol 5 whose large
+  buffers (numpy arrays) travel out of band as their own frames, so they are never copied into the
+  pickle stream.
+* ``dumps``/``loads``: pickle-5 with out-of-band buffers for any other object (input chunks,
+  work.emit values, exceptions).
+
+The broker only ever calls ``encode``/``decode`` on headers; it never unpickles a payload.
+This module must not know about sockets, processes or jobs.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .protocol import PROTOCOL_VERSION, Message, message_class
+
+#: numpy arrays at least this large travel as their own frame instead of inside the pickle stream.
+#: Below it, an extra frame costs more than the copy it saves (~64 KiB is where zmq's zero-copy
+#: send overtakes memcpy).
+OUT_OF_BAND_BYTES = 64 * 1024
+
+# Result payload kinds (first byte of the kind frame).
+KIND_ARRAY = b"A"   # frames: kind, dtype-and-origin header, raw array bytes
+KIND_ITEMS = b"I"   # frames: kind, int64 (stream bytes, buffers) per item, streams, *buffers
+
+_NATIVE_DTYPES = {int: np.dtype(np.int64), float: np.dtype(np.float64), bool: np.dtype(np.bool_)}
+
+
+class ProtocolError(Exception):
+    """A frame that does not decode: wrong version, unknown op, or malformed header."""
+
+
+def encode(msg: Message) -> bytes:
+    """Header frame for ``msg``."""
+    return json.dumps([PROTOCOL_VERSION, msg.OP, *msg.fields()], separators=(",", ":")).encode()
+
+
+def decode(header: bytes) -> Message:
+    """Message from a header frame; raises ProtocolError if it is not one of ours."""
+    try:
+        version, op, *fields = json.loads(header)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"malformed header {bytes(header)[:60]!r}") from exc
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version} (expected {PROTOCOL_VERSION})")
+    try:
+        return message_class(op)(*fields)
+    except (KeyError, TypeError) as exc:
+        raise ProtocolError(f"bad message op {op!r} with {len(fields)} fields") from exc
+
+
+def dumps(obj: Any) -> List[Any]:
+    """Pickle-5 ``obj``; returns ``[stream, *buffers]`` where large buffers are out of band."""
+    buffers: List[pickle.PickleBuffer] = []
+
+    def keep_large(buf: pickle.PickleBuffer) -> bool:
+        if buf.raw().nbytes >= OUT_OF_BAND_BYTES:
+            buffers.append(buf)
+            return False  # out of band
+        return True
+
+    stream = pickle.dumps(obj, protocol=5, buffer_callback=keep_large)
+    return [stream, *buffers]
+
+
+def loads(frames: Sequence[Any]) -> Any:
+    """Inverse of ``dumps``: ``frames[0]`` is the stream, the rest are the out-of-band buffers."""
+    return pickle.loads(frames[0], buffers=frames[1:])
+
+
+def _uniform_native(values: Sequence[Any]) -> Any:
+    """The one native numeric type of ``values`` (int, float or bool) or None."""
+    kind = type(values[0])
+    if kind not in _NATIVE_DTYPES:
+        return None
+    for value in values:
+        if type(value) is not kind:
+            return None
+    return kind
+
+
+def _typed_array(values: Sequence[Any]) -> Optional[Tuple[np.ndarray, str]]:
+    """``(array, origin)`` when every value is a numeric scalar of one type, else None."""
+    native = _uniform_native(values)
+    if native is not None:
+        try:
+            return np.array(values, dtype=_NATIVE_DTYPES[native]), "native"
+        except OverflowError:  # an int beyond int64 stays an exact Python int
+            return None
+    first = values[0]
+    if isinstance(first, np.generic) and first.dtype.kind in "biufc":
+        kind = type(first)
+        if all(type(v) is kind for v in values):
+            return np.array(values, dtype=first.dtype), "numpy"
+    return None
+
+
+def pack_results(values: Sequence[Any]) -> Tuple[List[Any], List[Tuple[int, BaseException]]]:
+    """Frames for one batch of results, and the (offset, exception) of results that would not pickle.
+
+    Numeric scalars of one type become ONE array frame. Anything else is pickled item by item into
+    one stream (so one bad result fails only its own slice) with large buffers out of band.
+    """
+    if values:
+        typed = _typed_array(values)
+        if typed is not None:
+            array, origin = typed
+            return [KIND_ARRAY, f"{array.dtype.str}|{origin}".encode(), array], []
+    buffers: List[Any] = []
+    sizes: List[int] = []
+    parts: List[bytes] = []
+    failures: List[Tuple[int, BaseException]] = []
+
+    def keep_large(buf: pickle.PickleBuffer) -> bool:
+        if buf.raw().nbytes >= OUT_OF_BAND_BYTES:
+            buffers.append(buf)
+            return False
+        return True
+
+    for offset, value in enumerate(values):
+        before = len(buffers)
+        try:
+            part = pickle.dumps(value, protocol=5, buffer_callback=keep_large)
+        except Exception as exc:  # noqa: BLE001 - reported as that slice's error
+            del buffers[before:]
+            failures.append((offset, exc))
+            part = pickle.dumps(None, protocol=5)
+        parts.append(part)
+        sizes.extend((len(part), len(buffers) - before))
+    index = np.array(sizes, dtype=np.int64)
+    return [KIND_ITEMS, index, b"".join(parts), *buffers], failures
+
+
+def unpack_results(frames: Sequence[Any]) -> Tuple[Any, bool, List[Tuple[int, BaseException]]]:
+    """Inverse of ``pack_results``: ``(array_or_list, native, failures)``.
+
+    ``native`` tells a typed array's readers to hand out Python scalars (the work function returned
+    ``int``/``float``/``bool``) rather than numpy scalars; ``failures`` lists (offset, exception)
+    of results that would not unpickle here.
+    """
+    kind = bytes(frames[0])
+    if kind == KIND_ARRAY:
+        dtype, origin = bytes(frames[1]).decode().split("|")
+        return np.frombuffer(frames[2], dtype=np.dtype(dtype)), origin == "native", []
+    if kind != KIND_ITEMS:
+        raise ProtocolError(f"unknown result payload kind {kind!r}")
+    index = np.frombuffer(frames[1], dtype=np.int64).reshape(-1, 2).tolist()
+    stream = memoryview(frames[2])
+    buffers = frames[3:]
+    values: List[Any] = []
+    failures: List[Tuple[int, BaseException]] = []
+    pos = nbuf = 0
+    for offset, (size, count) in enumerate(index):
+        try:
+            values.append(pickle.loads(stream[pos:pos + size], buffers=buffers[nbuf:nbuf + count]))
+        except Exception as exc:  # noqa: BLE001 - reported as that slice's error
+            values.append(None)
+            failures.append((offset, exc))
+        pos += size
+        nbuf += count
+    return values, False, failures

@@ -1,0 +1,184 @@
+"""The ``compute`` module of the DCP Compute API: ``compute.for_``, ``compute.do`` and friends.
+
+``compute.for_`` accepts every form of the spec (range object or dict; start, end[, step];
+multi-range; sparse; distribution; any iterable) and returns a `Job`. ``getattr(compute, "for")``
+is the same function, so DCP documentation applies verbatim. Arguments are checked here, so bad
+input fails with a typed error before any process starts.
+
+Must not know: sockets, processes, how jobs run.
+"""
+from __future__ import annotations
+
+import numbers
+import weakref
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from . import ranges
+from .distributions import stats  # noqa: F401 - re-exported for compute users
+from .errors import EINVAL, ENOTAVAIL, ETYPE
+from .job import Job
+from .jobinputs import DataInput
+from .ranges import MultiRangeObject, RangeObject, SparseRangeObject
+from .sandbox import CallWithoutDatum
+
+#: Jobs of this process by id, for compute.cancel/status/getJobInfo(job_id); weak, so a job
+#: nobody holds any more is forgotten.
+_jobs: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()
+
+#: The spec's NYI market rate (DCC per slice), used by marketValue and calculateSlicePayment.
+MARKET_RATE = 0.0001465376
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (numbers.Real, Decimal, Fraction)) and not isinstance(value, bool)
+
+
+def _check_work(work: Any) -> Any:
+    if callable(work) or isinstance(work, str):
+        if isinstance(work, str) and not work.strip():
+            raise EINVAL("work function source is empty")
+        return work
+    raise ETYPE(f"work must be a callable or a source string, not {type(work).__name__}")
+
+
+def _check_args(arguments: Any) -> Tuple[Any, ...]:
+    if arguments is None:
+        return ()
+    if isinstance(arguments, (list, tuple)):
+        return tuple(arguments)
+    raise ETYPE(f"work function arguments must be a list or tuple, not {type(arguments).__name__}")
+
+
+def _track(job: Job) -> Job:
+    original = job._begin
+
+    def begin() -> None:
+        original()
+        _jobs[job.id] = job
+
+    job._begin = begin  # type: ignore[method-assign]
+    return job
+
+
+def _job_from_input(input_set: Any, work: Any, arguments: Any) -> Job:
+    spec = ranges.to_input_spec(input_set)
+    if spec is not None:
+        return _track(Job(spec, None, _check_work(work), _check_args(arguments)))
+    if isinstance(input_set, (str, bytes, dict)) or not isinstance(input_set, Iterable):
+        raise ETYPE(f"input set must be a range object, a distribution or an iterable, "
+                    f"not {type(input_set).__name__}")
+    return _track(Job(None, DataInput(input_set), _check_work(work), _check_args(arguments)))
+
+
+def for_(*args: Any, **kwargs: Any) -> Job:
+    """``compute.for`` in all its forms; returns a Job (nothing runs until exec/localExec)."""
+    if kwargs:
+        raise ETYPE(f"compute.for takes positional arguments only, got {', '.join(kwargs)}")
+    if not args:
+        raise ETYPE("compute.for needs an input set (or start, end) and a work function")
+    if _is_number(args[0]):
+        if len(args) >= 3 and _is_number(args[2]):
+            start, end, step, rest = args[0], args[1], args[2], args[3:]
+        else:
+            start, end, step, rest = args[0], args[1] if len(args) > 1 else None, None, args[2:]
+        if not _is_number(end):
+            raise ETYPE(f"compute.for(start, end, …): end must be a number, not {end!r}")
+        if not 1 <= len(rest) <= 2:
+            raise ETYPE(f"compute.for(start, end[, step], work[, arguments]): got {len(args)} arguments")
+        return _job_from_input(ranges.range_from_args(start, end, step), rest[0],
+                               rest[1] if len(rest) > 1 else None)
+    if not 2 <= len(args) <= 3:
+        raise ETYPE(f"compute.for(inputSet, work[, arguments]): got {len(args)} arguments")
+    return _job_from_input(args[0], args[1], args[2] if len(args) > 2 else None)
+
+
+def do(*args: Any, **kwargs: Any) -> Job:
+    """``compute.do(work, arguments)`` (one slice) or ``compute.do(n, work, arguments)``."""
+    if kwargs:
+        raise ETYPE(f"compute.do takes positional arguments only, got {', '.join(kwargs)}")
+    if args and isinstance(args[0], numbers.Integral) and not isinstance(args[0], bool):
+        n = int(args[0])
+        if n < 0:
+            raise EINVAL(f"compute.do(n, …): n must be >= 0, not {n}")
+        if not 2 <= len(args) <= 3:
+            raise ETYPE(f"compute.do(n, work[, arguments]): got {len(args)} arguments")
+        input_set: Any = RangeObject(0, n - 1) if n else []
+        return _job_from_input(input_set, args[1], args[2] if len(args) > 2 else None)
+    if args and _is_number(args[0]):
+        raise EINVAL(f"compute.do(n, …): n must be a whole number, not {args[0]!r}")
+    if not 1 <= len(args) <= 2:
+        raise ETYPE(f"compute.do(work[, arguments]): got {len(args)} arguments")
+    job = _job_from_input([None], CallWithoutDatum(_check_work(args[0])), args[1] if len(args) > 1 else None)
+    return job
+
+
+def _find(job_or_id: Any) -> Job:
+    if isinstance(job_or_id, Job):
+        return job_or_id
+    job = _jobs.get(job_or_id)
+    if job is None:
+        raise ENOTAVAIL(f"no job with id {job_or_id!r} in this process")
+    return job
+
+
+def cancel(job_or_id: Any) -> None:
+    """Cancel a running job given its handle or id (``compute.cancel``)."""
+    _find(job_or_id).cancel()
+
+
+def resume(job_or_id: Any) -> Job:
+    """The handle of a job of this process, to ``exec`` again (``compute.resume``)."""
+    return _find(job_or_id)
+
+
+def status(job_or_id: Any) -> Dict[str, Any]:
+    """``{id, runStatus, total, distributed, computed}`` of a job (``compute.status``)."""
+    job = _find(job_or_id)
+    return {"id": job.id, **dict(job.status)}
+
+
+def getJobInfo(job_id: Any) -> Dict[str, Any]:
+    """Information and status of a job (``compute.getJobInfo``)."""
+    job = _find(job_id)
+    return {"id": job.id, "status": dict(job.status), "public": dict(job.public),
+            "meanSliceProfile": job.meanSliceProfile, "receipt": job.receipt,
+            "errorLimit": job.errorLimit, "failed": len(job._store.errors) if job._store else 0}
+
+
+def getSliceInfo(job_id: Any) -> List[Dict[str, Any]]:
+    """Per-slice status of a job: ``{sliceNumber, status}`` with status computed/failed/pending."""
+    job = _find(job_id)
+    store = job._store
+    if store is None:
+        return []
+    info = []
+    for index in range(store.size):
+        state = "failed" if index in store.errors else "computed" if store.done[index] else "pending"
+        info.append({"sliceNumber": index + 1, "status": state})
+    return info
+
+
+class _MarketValue(float):
+    """``compute.marketValue``: the market rate as a number, and callable as marketValue(ratio, max)."""
+
+    def __call__(self, ratio: float = 1.0, maximum: Optional[float] = None) -> Dict[str, Any]:
+        offer = float(self) * ratio
+        return {"offerPerSlice": offer if maximum is None else min(offer, maximum)}
+
+
+marketValue = _MarketValue(MARKET_RATE)
+marketRate = marketValue
+
+
+def calculateSlicePayment(sliceProfile: Dict[str, float], workValue: Dict[str, float]) -> float:
+    """Payment for one slice of ``sliceProfile`` at the rates of ``workValue`` (per unit)."""
+    units = ("cpuHours", "gpuHours", "inputMBytes", "outputMBytes")
+    return float(sum(float(sliceProfile.get(u, 0)) * float(workValue.get(u, 0)) for u in units))
+
+
+__all__ = ["for_", "do", "cancel", "resume", "status", "getJobInfo", "getSliceInfo",
+           "marketValue", "marketRate", "calculateSlicePayment", "RangeObject", "MultiRangeObject",
+           "SparseRangeObject", "Job", "stats"]
+globals()["for"] = for_

@@ -1,0 +1,455 @@
+"""The Job handle: the spec's properties, events, and ``exec``/``localExec``/``wait``/``cancel``.
+
+A Job turns its input set, work function and arguments into a `Submission` for a runtime, then
+drives the job from the caller's thread: it drains the job's queue of broker notices, collates
+results, feeds streamed input on request, and emits events — so every listener runs on the
+caller's thread. ``localExec(0)`` runs the same sandbox code in this very process, serially, so a
+debugger stops inside the work function.
+
+Must not know: sockets, processes, the scheduler's policy.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import sys
+import time
+import uuid
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import cloudpickle
+
+from . import codec, protocol
+from .broker import Submission
+from .errors import (EINVAL, EPERM, ETOOMANYERRORS, ETYPE, JobCancelledError, RemoteTraceback,
+                     RuntimeBrokenError, SliceError)
+from .events import EventEmitter, Payload
+from .inputs import InputSpec
+from .jobinputs import DataInput
+from .requirements import validate_requirements
+from .results import ResultHandle, ResultStore
+from .runtime import JobLink, LocalRuntime, default_runtime
+from .sandbox import SandboxEnvironment, load_work, run_batch
+from .scheduling import JobInfo
+
+JOB_EVENTS = frozenset({
+    "accepted", "readystatechange", "status", "result", "resultsUpdated", "complete", "error",
+    "console", "cancel", "noProgress", "noProgressData", "ENOPROGRESS", "ETOOMANYERRORS",
+    "ESLICETOOSLOW", "ENOFUNDS", "EWORKERDIED",
+})
+#: ``status`` events are emitted at most this often (the last one always), so a million-slice
+#: job does not call a listener a million times.
+STATUS_INTERVAL = 0.1
+#: Slices per in-process batch for ``localExec(0)``: events and cancellation are seen this often.
+IN_PROCESS_BATCH = 256
+
+
+class _Aio:
+    """``await job.aio.exec()`` / ``await job.aio.localExec(n)``: the blocking calls on a thread,
+    with listeners still running on that one thread."""
+
+    def __init__(self, job: "Job") -> None:
+        self._job = job
+
+    async def exec(self, *args: Any, **kwargs: Any) -> ResultHandle:
+        import asyncio
+        return await asyncio.to_thread(self._job.exec, *args, **kwargs)
+
+    async def localExec(self, cores: Any = None) -> ResultHandle:
+        import asyncio
+        return await asyncio.to_thread(self._job.localExec, cores)
+
+
+class Job(EventEmitter):
+    """A DCP job handle (``compute.Job``): input set + work function + arguments → output set."""
+
+    def __init__(self, spec: Optional[InputSpec], data: Optional[DataInput], work: Any,
+                 args: Tuple[Any, ...] = ()) -> None:
+        super().__init__(JOB_EVENTS)
+        self._spec, self._data, self._work_fn, self._args = spec, data, work, tuple(args)
+        self.public: Dict[str, Any] = {"name": None, "description": None, "link": None}
+        self.requirements: Dict[str, Any] = {}
+        self.collateResults = True
+        self.initialSliceProfile: Optional[Dict[str, Any]] = None
+        self.slicePaymentOffer: Any = None
+        self.paymentAccount: Any = None
+        self.computeGroups: List[Any] = []
+        self.contextId: Optional[str] = None
+        self.requirePath: List[str] = []
+        self.modulePath: List[str] = []
+        self.errorLimit = 0
+        self.maxAttempts = 4
+        self.progressTimeout: Optional[float] = None
+        self.sliceTimeout: Optional[float] = None
+        self.scheduler: Optional[LocalRuntime] = None
+        self.id: Optional[str] = None
+        self.receipt: Optional[Dict[str, Any]] = None
+        self.meanSliceProfile: Optional[Dict[str, Any]] = None
+        self.results: Optional[ResultHandle] = None
+        self.work = EventEmitter()
+        self.state: Dict[str, Any] = {}
+        self.status = Payload(runStatus="new", total=None, distributed=None, computed=None)
+        self.aio = _Aio(self)
+        self._link: Optional[JobLink] = None
+        self._cancel_requested = False
+        self._store: Optional[ResultStore] = None
+        self._first_error: Optional[BaseException] = None
+        self._cpu_seconds = 0.0
+
+    # ---- public methods ---------------------------------------------------------------------
+    def exec(self, slicePaymentOffer: Any = None, paymentAccountKeystore: Any = None,
+             initialSliceProfile: Any = None) -> ResultHandle:
+        """Deploy on ``job.scheduler`` (default: the embedded local runtime); block until done."""
+        if slicePaymentOffer is not None:
+            self.slicePaymentOffer = slicePaymentOffer
+        if paymentAccountKeystore is not None:
+            self.paymentAccount = paymentAccountKeystore
+        if initialSliceProfile is not None:
+            self.initialSliceProfile = initialSliceProfile
+        return self._run_on(self.scheduler or default_runtime(), None)
+
+    def localExec(self, cores: Any = None, *exec_args: Any) -> ResultHandle:
+        """Run on this machine: ``cores`` worker processes (None = all cores; 0/False = in this
+        process, serially, so a debugger stops in the work function). Returns the results."""
+        if cores is not None and (isinstance(cores, bool) and cores) or (
+                cores is not None and not isinstance(cores, (bool, int))):
+            raise ETYPE(f"localExec(cores): cores must be an int, None or False, not {cores!r}")
+        if cores is not None and not isinstance(cores, bool) and cores < 0:
+            raise EINVAL(f"localExec(cores): cores must be >= 0, not {cores}")
+        if exec_args:
+            self.exec.__func__  # the remaining arguments are exec's: validated the same way
+            self.slicePaymentOffer = exec_args[0]
+        if cores is False or cores == 0:
+            return self._run_in_process()
+        return self._run_on(self.scheduler or default_runtime(), cores or os.cpu_count() or 1)
+
+    def wait(self) -> ResultHandle:
+        """The results of a finished job (the official SDK's ``job.wait()``)."""
+        if self.results is None or self.status.runStatus not in ("finished", "complete"):
+            raise EPERM(f"job {self.id or '(not deployed)'} has not finished (runStatus "
+                        f"{self.status.runStatus!r}); call exec() or localExec() first")
+        return self.results
+
+    def cancel(self) -> None:
+        """Cancel the job: dispatch stops, running slices are stopped; exec raises ECANCELED.
+        Safe from a listener or from any other thread."""
+        self._cancel_requested = True
+        if self._link is not None:
+            self._link.cancel()
+
+    def setSlicePaymentOffer(self, offer: Any) -> None:
+        self.slicePaymentOffer = offer
+
+    def setPaymentAccountKeystore(self, keystore: Any) -> None:
+        if self.id is not None:
+            raise EPERM("the payment account cannot change after the job was deployed")
+        self.paymentAccount = keystore
+
+    def requires(self, modules: Any) -> None:
+        """Record module dependencies (Python imports need none; kept for API compatibility)."""
+        self.requirePath.extend([modules] if isinstance(modules, str) else list(modules))
+
+    def __repr__(self) -> str:
+        return f"<dcplocal Job {self.id or '(not deployed)'} {self.status.runStatus}>"
+
+    # ---- preparing ----------------------------------------------------------------------------
+    def _check_options(self) -> None:
+        if not isinstance(self.errorLimit, int) or self.errorLimit < 0:
+            raise EINVAL(f"job.errorLimit must be an int >= 0, not {self.errorLimit!r}")
+        for name in ("progressTimeout", "sliceTimeout"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+                raise EINVAL(f"job.{name} must be a number of seconds > 0 or None, not {value!r}")
+        if not isinstance(self.public, dict):
+            raise ETYPE(f"job.public must be a dict, not {type(self.public).__name__}")
+        validate_requirements(self.requirements)
+
+    def _watchdog_interval(self) -> Optional[float]:
+        limits = [v for v in (self.progressTimeout, self.sliceTimeout) if v is not None]
+        return min(0.25, min(limits) / 8) if limits else None
+
+    def _submission(self) -> Submission:
+        self._check_options()
+        work_blob = _pickle("work function", self._work_fn)
+        args_blob = _pickle("argument", self._args)
+        spec_frames = codec.dumps(self._spec)[:1] if self._spec is not None else []
+        total = len(self._spec) if self._spec is not None else self._data.length
+        info = JobInfo(self.id or "", total, streaming=self._spec is None, error_limit=self.errorLimit,
+                       max_attempts=self.maxAttempts, progress_timeout=self.progressTimeout,
+                       slice_timeout=self.sliceTimeout)
+        options = {"spread": bool(self._spec is not None and self._spec.spread),
+                   "public": dict(self.public), "heartbeat": self._watchdog_interval()}
+        return Submission(info, [work_blob, args_blob, *spec_frames], options)
+
+    def _begin(self) -> None:
+        self.id = self.id or uuid.uuid4().hex[:16]
+        total = len(self._spec) if self._spec is not None else self._data.length
+        self._store = ResultStore(total)
+        self._first_error = None
+        self._cancel_requested = False
+        self.results = self._make_handle()
+        self.status.update(total=total, distributed=0, computed=0)
+        self.receipt = {"job": self.id, "time": time.time()}
+
+    def _make_handle(self) -> ResultHandle:
+        if self._spec is not None:
+            spec = self._spec
+            return ResultHandle(self._store, spec.key, lambda a, b: list(spec.slice_data(a, b - a)),
+                                spec.shape)
+        return ResultHandle(self._store, self._data.key, self._data.keys)
+
+    def _set_run_status(self, run_status: str) -> None:
+        if self.status.runStatus != run_status:
+            self.status.runStatus = run_status
+            self.emit("readystatechange", run_status)
+
+    # ---- running on a runtime -----------------------------------------------------------------
+    def _run_on(self, runtime: LocalRuntime, cores: Optional[int]) -> ResultHandle:
+        if self.status.runStatus == "running":
+            raise EPERM(f"job {self.id} is already running")
+        submission = self._submission()  # bad input fails here, before any worker starts
+        self._begin()
+        submission.info.job_id = self.id
+        if self._data is not None:
+            self._data.restart()
+        info = submission.info
+        info.max_workers = cores
+        self._link = runtime.submit(submission, cores)
+        self.emit("accepted", Payload(job=self))
+        self._set_run_status("running")
+        try:
+            outcome = self._drive(self._link)
+        except KeyboardInterrupt:
+            self._link.cancel()
+            self._drain_after_interrupt(self._link)
+            self._set_run_status("cancelled")
+            self.emit("cancel", Payload(job=self.id, address=self.id, reason="KeyboardInterrupt"))
+            raise
+        finally:
+            self._link = None
+        return self._finish(outcome)
+
+    def _drive(self, link: JobLink) -> str:
+        last_status = 0.0
+        while True:
+            try:
+                item = link.queue.get(timeout=0.5)
+            except queue.Empty:
+                if link.runtime.broken is not None:
+                    raise link.runtime.broken from None
+                continue
+            kind = item[0]
+            if kind == "done":
+                self._on_done(item[1], item[2], item[3])
+                now = time.monotonic()
+                if now - last_status >= STATUS_INTERVAL:
+                    last_status = now
+                    self._emit_status()
+            elif kind == "event":
+                self._on_event(item[1], item[2])
+            elif kind == "input":
+                self._data.feed(link, item[1])
+            elif kind == "failed":
+                self._on_failed(item[1])
+            elif kind == "ended":
+                self._emit_status()
+                return item[1]
+            elif kind == "broken":
+                raise item[1]
+
+    def _drain_after_interrupt(self, link: JobLink, timeout: float = 3.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                item = link.queue.get(timeout=0.1)
+            except (queue.Empty, KeyboardInterrupt):
+                continue
+            if item[0] == "done":
+                self._on_done(item[1], item[2], item[3])
+            elif item[0] in ("ended", "broken"):
+                return
+
+    def _finish(self, outcome: str) -> ResultHandle:
+        assert self.results is not None
+        if outcome == "cancelled" or (self._cancel_requested and outcome != "complete"):
+            self._set_run_status("cancelled")
+            self.emit("cancel", Payload(job=self.id, address=self.id))
+            raise JobCancelledError(f"job {self.id} was cancelled; "
+                                    f"{self._store.computed} results are kept in job.results")
+        if outcome == "failed":
+            self._set_run_status("failed")
+            error = self._job_error()
+            code = getattr(error, "code", None)
+            if code in JOB_EVENTS:
+                self.emit(code, Payload(job=self.id, address=self.id, error=error))
+            raise error
+        self._set_run_status("finished")
+        self._update_profile()
+        self.emit("complete", self.results)
+        return self.results
+
+    def _job_error(self) -> BaseException:
+        store = self._store
+        if self.errorLimit == 0 and self._first_error is not None:
+            return self._first_error
+        error = ETOOMANYERRORS(f"job {self.id}: {len(store.errors)} slices failed, more than "
+                               f"errorLimit={self.errorLimit}")
+        error.__cause__ = self._first_error
+        return error
+
+    def _update_profile(self) -> None:
+        computed = max(1, self._store.computed)
+        self.meanSliceProfile = {"cpuHours": self._cpu_seconds / computed / 3600, "gpuHours": 0.0}
+
+    # ---- handling broker notices ------------------------------------------------------------
+    def _emit_status(self) -> None:
+        self.emit("status", Payload(address=self.id, job=self.id, **dict(self.status)))
+
+    def _on_done(self, msg: protocol.TaskDone, frames: List[Any], status: Dict[str, Any]) -> None:
+        self._cpu_seconds += msg.elapsed
+        if status:
+            self.status.update(status)
+        error_descriptions = codec.loads(frames[-1:]) if msg.errors else []
+        values, native, failures = codec.unpack_results(frames[:-1] if msg.errors else frames)
+        self._store.put(msg.first, values, native)
+        self.status.computed = self._store.computed - len(self._store.errors)
+        for offset, exc in failures:
+            index = msg.first + offset
+            error = SliceError(f"result of slice {index + 1} (sliceIndex {index}) could not be "
+                               f"unpickled in the client: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._slice_error(index, error, "".join(_format(exc)))
+        for description in error_descriptions:
+            index = description["slice"]
+            self._slice_error(index, self._restore_error(description), description["stack"])
+        if self.listenerCount("result"):
+            failed = self._store.errors
+            for index in range(msg.first, msg.first + msg.count):
+                if index not in failed:
+                    self.emit("result", Payload(
+                        job=self.id, address=self.id, task=msg.task_id, sliceNumber=index + 1,
+                        sort=index, input=self.results.key(index), result=self._store.get(index)))
+        self.emit("resultsUpdated", Payload(job=self.id, address=self.id))
+
+    def _restore_error(self, description: Dict[str, Any]) -> BaseException:
+        index = description["slice"]
+        error: Optional[BaseException] = None
+        if description.get("pickled") is not None:
+            try:
+                error = codec.loads([description["pickled"]])
+            except Exception:  # noqa: BLE001 - fall back to the text below
+                error = None
+        if not isinstance(error, BaseException):
+            error = SliceError(f"{description['module']}.{description['name']}: {description['message']}")
+        error.__cause__ = RemoteTraceback(description["stack"])
+        return error
+
+    def _slice_error(self, index: int, error: BaseException, stack: str) -> None:
+        try:
+            key = repr(self.results.key(index))
+        except Exception:  # noqa: BLE001 - the note is best effort
+            key = "?"
+        if hasattr(error, "add_note"):
+            error.add_note(f"raised by slice {index + 1} (sliceIndex {index}) of job {self.id} on input {key}")
+        self._store.put_error(index, error)
+        if self._first_error is None:
+            self._first_error = error
+        self.emit("error", Payload(
+            job=self.id, address=self.id, sliceIndex=index, sliceNumber=index + 1,
+            message=str(error), stack=stack, name=type(error).__name__, error=error))
+
+    def _on_failed(self, failure: Any) -> None:
+        index = failure.slice_index
+        if failure.details is not None:
+            payload = Payload(address=self.id, job=self.id, sliceIndex=index, sliceNumber=index + 1,
+                              **failure.details)
+            self.emit("noProgress", payload)
+            if self.listenerCount("noProgressData"):
+                self.emit("noProgressData", Payload(payload, data=self.results.key(index)))
+        self._slice_error(index, failure.error, str(failure.error))
+
+    def _on_event(self, msg: Any, frames: List[Any]) -> None:
+        if isinstance(msg, protocol.WorkEvent):
+            self.work.emit(msg.name, codec.loads(frames))
+            return
+        if msg.same:
+            payload = Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,
+                              sliceNumber=msg.slice_index + 1, same=msg.same)
+        else:
+            payload = Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,
+                              sliceNumber=msg.slice_index + 1, level=msg.level, message=msg.message)
+        if not self.emit("console", payload):
+            _print_console(payload)
+
+    # ---- in-process -------------------------------------------------------------------------
+    def _run_in_process(self) -> ResultHandle:
+        self._check_options()
+        self._begin()
+        fn = load_work(self._work_fn)
+        spread = bool(self._spec is not None and self._spec.spread)
+        self.emit("accepted", Payload(job=self))
+        self._set_run_status("running")
+        task_ids = itertools.count(1)
+        for first, data in self._in_process_batches():
+            if self._cancel_requested:
+                return self._finish("cancelled")
+            emitted: List[Tuple[Any, List[Any]]] = []
+            with SandboxEnvironment(capture_output=True):
+                values, errors, elapsed = run_batch(fn, data, self._args, spread, self.id, first,
+                                                    lambda m, f=(): emitted.append((m, f)), self.public)
+            for msg, frames in emitted:
+                self._on_event(msg, frames)
+            typed = codec._typed_array(values) if values else None
+            self._store.put(first, typed[0] if typed else values, typed is None or typed[1] == "native")
+            for index, exc in errors:
+                self._slice_error(index, exc, "".join(_format(exc)))
+            self._cpu_seconds += elapsed
+            self.status.update(distributed=first + len(data), computed=self._store.computed - len(self._store.errors))
+            done = protocol.TaskDone(next(task_ids), self.id, first, len(data), elapsed, len(errors))
+            self._emit_results(done)
+            if len(self._store.errors) > self.errorLimit:
+                return self._finish("failed")
+        if self._data is not None:
+            self._store.total = self._data.length
+        self._emit_status()
+        return self._finish("complete")
+
+    def _emit_results(self, done: protocol.TaskDone) -> None:
+        if self.listenerCount("result"):
+            for index in range(done.first, done.first + done.count):
+                if index not in self._store.errors:
+                    self.emit("result", Payload(
+                        job=self.id, address=self.id, task=done.task_id, sliceNumber=index + 1,
+                        sort=index, input=self.results.key(index), result=self._store.get(index)))
+        self.emit("resultsUpdated", Payload(job=self.id, address=self.id))
+
+    def _in_process_batches(self) -> Iterator[Tuple[int, List[Any]]]:
+        if self._spec is not None:
+            for first in range(0, len(self._spec), IN_PROCESS_BATCH):
+                yield first, list(self._spec.slice_data(first, min(IN_PROCESS_BATCH, len(self._spec) - first)))
+        else:
+            self._data.restart()
+            yield from self._data.batches(IN_PROCESS_BATCH)
+
+
+def _pickle(what: str, obj: Any) -> bytes:
+    """cloudpickle ``obj`` or raise ETYPE naming the object that would not pickle."""
+    try:
+        return cloudpickle.dumps(obj, protocol=5)
+    except Exception as exc:  # noqa: BLE001 - re-raised typed, with the culprit named
+        raise ETYPE(f"the {what} cannot be sent to a worker process: {type(exc).__name__}: {exc} "
+                    f"(object: {obj!r:.200})") from exc
+
+
+def _format(exc: BaseException) -> List[str]:
+    import traceback
+    return traceback.format_exception(type(exc), exc, exc.__traceback__)
+
+
+def _print_console(payload: Payload) -> None:
+    stream = sys.stderr if payload.get("level") in ("warn", "error") else sys.stdout
+    if "same" in payload:
+        print(f"[slice {payload.sliceNumber}] (same message repeated {payload.same} more times)", file=stream)
+    else:
+        print(f"[slice {payload.sliceNumber}] {payload.message}", file=stream)

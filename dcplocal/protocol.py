@@ -1,0 +1,151 @@
+"""Messages between the broker and its worker processes, and from the broker to a client.
+
+One frozen, slotted dataclass per message. Each message class has a one-byte-ish ``OP`` code in a
+registry so the codec can find the class from a header; `PROTOCOL_VERSION` travels in every header
+so a stale worker is refused rather than misread. Bulk payloads (pickled work function, input
+chunks, result arrays) are not fields: they ride along as extra frames, opaque to the broker.
+
+Who sends what (ROUTER in the broker, one DEALER per worker)::
+
+    worker -> broker   Ready          once, after connecting (pid; identity is the DEALER's)
+    broker -> worker   JobDef         before a worker's first task of a job  [+ work, args, spec frames]
+    broker -> worker   Task           a contiguous run of slices             [+ input chunk frame]
+    worker -> broker   TaskDone       results of one Task (is also the credit) [+ result frames]
+    worker -> broker   Heartbeat      from the worker's watchdog thread while a Task runs
+    worker -> broker   Console        print/logging/console.* from a work function
+    worker -> broker   WorkEvent      work.emit(name, value)                  [+ pickled value frame]
+    broker -> worker   DropJob        the job ended; forget its work function
+    broker -> worker   Stop           exit cleanly
+
+This module must not import zmq, pickle or anything that does I/O: it is pure data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type
+
+PROTOCOL_VERSION = 1
+
+_REGISTRY: Dict[str, Type["Message"]] = {}
+
+
+def register(cls: Type["Message"]) -> Type["Message"]:
+    """Class decorator: enter a message class in the op registry (ops must be unique)."""
+    if cls.OP in _REGISTRY:
+        raise ValueError(f"duplicate message op {cls.OP!r}")
+    _REGISTRY[cls.OP] = cls
+    return cls
+
+
+def message_class(op: str) -> Type["Message"]:
+    """Return the message class registered for ``op`` (KeyError for an unknown op)."""
+    return _REGISTRY[op]
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of all messages; subclasses set ``OP``."""
+
+    OP: ClassVar[str] = ""
+
+    def fields(self) -> Tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+
+@register
+@dataclass(frozen=True)
+class Ready(Message):
+    OP: ClassVar[str] = "R"
+    pid: int
+
+
+@register
+@dataclass(frozen=True)
+class JobDef(Message):
+    """Everything a worker needs to run a job's tasks; frames: work, args, input spec (pickled)."""
+
+    OP: ClassVar[str] = "J"
+    job_id: str
+    #: job options the worker acts on: heartbeat interval, result size cap, spread, …
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@register
+@dataclass(frozen=True)
+class Task(Message):
+    """Run slices ``first .. first+count-1``. For data jobs, frame 0 holds the pickled chunk that
+    starts at slice ``chunk_first`` (-1 for range jobs, whose worker expands the spec itself)."""
+
+    OP: ClassVar[str] = "T"
+    task_id: int
+    job_id: str
+    first: int
+    count: int
+    chunk_first: int = -1
+
+
+@register
+@dataclass(frozen=True)
+class TaskDone(Message):
+    """Results of one Task. ``errors`` counts failed slices (their details are in the payload);
+    ``elapsed`` is the worker's compute time for the batch in seconds. Frames: result payload."""
+
+    OP: ClassVar[str] = "D"
+    task_id: int
+    job_id: str
+    first: int
+    count: int
+    elapsed: float
+    errors: int
+
+
+@register
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """Watchdog facts about the running task: which slice, seconds since it started, seconds since
+    its last progress() call, and the last progress value (None = indeterminate / none yet)."""
+
+    OP: ClassVar[str] = "H"
+    task_id: int
+    slice_index: int
+    slice_age: float
+    progress_age: float
+    progress: Optional[float]
+    progress_calls: int
+
+
+@register
+@dataclass(frozen=True)
+class Console(Message):
+    """A console event. ``same`` > 0 is the spec's dedupe counter message (message is then '')."""
+
+    OP: ClassVar[str] = "C"
+    job_id: str
+    slice_index: int
+    level: str
+    message: str
+    same: int = 0
+
+
+@register
+@dataclass(frozen=True)
+class WorkEvent(Message):
+    """``work.emit(name, value)`` from a work function; frame 0 is the pickled value."""
+
+    OP: ClassVar[str] = "E"
+    job_id: str
+    slice_index: int
+    name: str
+
+
+@register
+@dataclass(frozen=True)
+class DropJob(Message):
+    OP: ClassVar[str] = "X"
+    job_id: str
+
+
+@register
+@dataclass(frozen=True)
+class Stop(Message):
+    OP: ClassVar[str] = "S"

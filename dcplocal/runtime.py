@@ -1,0 +1,188 @@
+"""LocalRuntime: the embedded scheduler — a broker thread plus its worker processes.
+
+One explicit, resettable object (no hidden globals): ``with LocalRuntime() as rt: ...``, or the
+default runtime that ``job.localExec``/``job.exec`` use, reachable as ``default_runtime()`` and
+rebuilt by ``reset_default_runtime()``. Worker processes stay alive across jobs, so a second job
+pays neither process start-up nor imports; ``close()`` (also run at exit) stops them.
+
+The runtime starts its thread and event loop lazily, on first use. Everything that touches the
+broker is marshalled onto that loop; the caller gets back a `JobLink` whose queue it drains on
+its own thread.
+
+Must not know: the Job handle, results, events — it moves submissions and frames.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import queue
+import tempfile
+import threading
+from typing import Any, List, Optional
+
+import zmq
+
+from .broker import Broker, Submission
+from .errors import RuntimeBrokenError
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional off Linux/macOS
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class JobLink:
+    """The client's end of one submitted job: a queue of broker notices and the calls back."""
+
+    def __init__(self, runtime: "LocalRuntime", job_id: str) -> None:
+        self.runtime, self.job_id = runtime, job_id
+        self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+
+    def cancel(self) -> None:
+        self.runtime.call(lambda b: b.cancel(self.job_id))
+
+    def feed(self, first: int, count: int, frames: List[Any]) -> None:
+        self.runtime.call(lambda b: b.feed(self.job_id, first, count, frames))
+
+    def feed_end(self, total: int) -> None:
+        self.runtime.call(lambda b: b.feed_end(self.job_id, total))
+
+
+class LocalRuntime:
+    """Broker thread + worker processes on this machine."""
+
+    def __init__(self, workers: Optional[int] = None) -> None:
+        self.default_workers = workers or os.cpu_count() or 1
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._broker: Optional[Broker] = None
+        self._context: Optional[zmq.Context] = None
+        self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
+        self._started_error: Optional[BaseException] = None
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def _ensure_started(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            ready = threading.Event()
+            self._started_error = None
+            self._thread = threading.Thread(target=self._run, args=(ready,), name="dcplocal-broker",
+                                            daemon=True)
+            self._thread.start()
+            ready.wait()
+            if self._started_error is not None:
+                raise RuntimeBrokenError(f"runtime failed to start: {self._started_error}")
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = _new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="dcplocal-")
+            self._context = zmq.Context()
+            address = f"ipc://{self._tmpdir.name}/broker" if hasattr(zmq, "IPC_PATH_MAX_LEN") \
+                else "tcp://127.0.0.1:*"
+            self._broker = Broker(loop, self._context, address)
+            self._loop = loop
+        except BaseException as exc:  # noqa: B902 - handed to the thread that waits for us
+            self._started_error = exc
+            ready.set()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            self._broker.close()
+            self._context.term()
+            loop.close()
+            self._tmpdir.cleanup()
+
+    def call(self, fn: Any) -> None:
+        """Run ``fn(broker)`` on the broker's thread (fire and forget)."""
+        self._ensure_started()
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, self._broker)
+
+    def query(self, fn: Any, timeout: float = 10.0) -> Any:
+        """Run ``fn(broker)`` on the broker's thread and return its result."""
+        self._ensure_started()
+        assert self._loop is not None
+        done: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._loop.call_soon_threadsafe(lambda: done.put(fn(self._broker)))
+        return done.get(timeout=timeout)
+
+    def ensure_workers(self, workers: Optional[int]) -> None:
+        self.call(lambda b: b.scale(workers or self.default_workers))
+
+    def submit(self, submission: Submission, workers: Optional[int] = None) -> JobLink:
+        self.ensure_workers(workers)
+        link = JobLink(self, submission.info.job_id)
+        self.call(lambda b: b.submit(submission, link.queue))
+        return link
+
+    def worker_pids(self) -> List[int]:
+        return self.query(lambda b: b.worker_pids())
+
+    def kill_worker(self, pid: int) -> None:
+        """SIGKILL the worker process ``pid`` (for fault-injection tests and chaos runs)."""
+        def kill(b: Broker) -> None:
+            for identity, child in list(b.supervisor.children.items()):
+                if child.popen.pid == pid:
+                    b.kill_worker(identity)
+        self.call(kill)
+
+    @property
+    def broken(self) -> Optional[BaseException]:
+        return self._broker.broken if self._broker is not None else None
+
+    def close(self) -> None:
+        """Stop workers and the broker thread; the runtime may be used again afterwards."""
+        with self._lock:
+            thread, loop = self._thread, self._loop
+            if thread is None or loop is None:
+                return
+            if thread.is_alive():
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=10)
+            self._thread = self._loop = self._broker = None
+
+    def reset(self) -> None:
+        """Close and forget everything; the next use starts fresh (e.g. after RuntimeBrokenError)."""
+        self.close()
+
+    def __enter__(self) -> "LocalRuntime":
+        self._ensure_started()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_default: Optional[LocalRuntime] = None
+_default_lock = threading.Lock()
+
+
+def default_runtime() -> LocalRuntime:
+    """The runtime used by ``localExec``/``exec`` when none is given (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = LocalRuntime()
+        return _default
+
+
+def reset_default_runtime() -> None:
+    """Close the default runtime; the next job starts a fresh one."""
+    global _default
+    with _default_lock:
+        runtime, _default = _default, None
+    if runtime is not None:
+        runtime.close()
+
+
+atexit.register(reset_default_runtime)

@@ -1,0 +1,443 @@
+"""The scheduler's brain: a pure state machine, events in, instructions out.
+
+`Scheduler` decides which worker runs which slices, how many slices go in one task (adaptive
+batching), when a dead worker's slices are retried, when a slice has stopped making progress, and
+when a job has ended. It never touches a socket, a process, a clock or a payload: the caller (the
+broker) passes ``now`` in, performs the returned instructions, and carries payloads around it.
+
+Slices are identified by their 0-based index. A task is a contiguous run ``[first, first+count)``
+of one job; each dispatch gets a fresh ``task_id`` that doubles as the attempt id, so a late or
+duplicate result (from a worker already declared dead) is recognised and ignored.
+
+Retry policy: a worker that dies mid-task has that task split in halves and re-queued without
+penalty, so an innocent slice batched with a crasher is isolated in log2(batch) steps; a
+single-slice task whose worker dies costs that slice one attempt, and after ``max_attempts`` the
+slice fails alone with WorkerDiedError.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+
+from .errors import ENOPROGRESS, ESLICETOOSLOW, WorkerDiedError
+
+#: Aim for tasks of ~20 ms: long enough that the ~100 µs round trip is <1 % overhead, short
+#: enough that a cancel or the tail of a job waits for at most a few tens of ms.
+TARGET_TASK_SECONDS = 0.02
+#: A batch grows at most 8x per measured task, so one unrepresentative fast sample cannot create
+#: a task that holds the tail hostage; 8x still reaches 10^6-slice batches in ~7 round trips.
+GROWTH = 8
+#: Guided self-scheduling: a task takes at most remaining / (TAIL_FACTOR * workers) slices, so
+#: near the end batches shrink and no worker idles while another holds a long one.
+TAIL_FACTOR = 2
+#: Seconds a cancelled or failed job's in-flight tasks may take to come back before their workers
+#: are killed: short enough to honour "stop within 1 s", long enough to keep results in flight.
+CANCEL_GRACE = 0.5
+#: A streamed (iterable) job keeps this many chunks per worker parsed and ready at the broker.
+CHUNKS_PER_WORKER = 2
+
+
+@dataclass
+class JobInfo:
+    """What the scheduler needs to know of a job (no work function, no data)."""
+
+    job_id: str
+    total: Optional[int]  # None while a streamed input set has not reached its end
+    streaming: bool = False  # data job: input arrives from the client in chunks, on request
+    error_limit: int = 0
+    max_attempts: int = 4
+    progress_timeout: Optional[float] = None
+    slice_timeout: Optional[float] = None
+    max_workers: Optional[int] = None
+
+
+@dataclass
+class TaskRecord:
+    task_id: int
+    job_id: str
+    first: int
+    count: int
+    chunk_first: int = -1
+    worker: Any = None
+    dispatched_at: float = 0.0
+    # watchdog facts from the latest heartbeat, re-based on the broker's clock
+    beat_at: float = 0.0
+    slice_index: int = -1
+    slice_age: float = 0.0
+    progress_age: float = 0.0
+    progress: Optional[float] = None
+    progress_calls: int = 0
+    deadline: Optional[float] = None  # set when the job was cancelled/failed
+
+
+# ---- instructions -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SendJob:
+    worker: Any
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    worker: Any
+    task: TaskRecord
+
+
+@dataclass(frozen=True)
+class KillWorker:
+    worker: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class ForgetJob:
+    worker: Any
+    job_id: str
+
+
+@dataclass(frozen=True)
+class RequestInput:
+    job_id: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ReleaseChunk:
+    job_id: str
+    chunk_first: int
+
+
+@dataclass(frozen=True)
+class SliceFailed:
+    job_id: str
+    slice_index: int
+    error: Exception
+    #: for ENOPROGRESS/ESLICETOOSLOW: the spec's noProgress facts (timestamp, progressReports)
+    details: Optional[Dict[str, Any]] = None
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    job_id: str
+    outcome: str  # "complete" | "cancelled" | "failed"
+
+
+@dataclass
+class _Job:
+    info: JobInfo
+    next_slice: int = 0               # first slice never dispatched (high-water mark)
+    input_done: bool = False          # streamed: the client said the input set ended
+    chunks: Deque[Tuple[int, int]] = field(default_factory=deque)  # streamed: ready, undispatched
+    chunk_left: Dict[int, int] = field(default_factory=dict)       # streamed: unresolved per chunk
+    input_requested: bool = False
+    retry: Deque[Tuple[int, int, int]] = field(default_factory=deque)  # (first, count, chunk_first)
+    inflight: Dict[int, TaskRecord] = field(default_factory=dict)
+    attempts: Dict[int, int] = field(default_factory=dict)         # slice -> deaths as a lone slice
+    known_by: Set[Any] = field(default_factory=set)
+    batch: int = 1
+    slice_seconds: Optional[float] = None
+    resolved: int = 0   # slices with a final outcome (result or failure)
+    failed: int = 0
+    stopping: Optional[str] = None    # "cancelled" | "failed"
+    ended: bool = False
+
+    def pending(self) -> bool:
+        if self.stopping:
+            return False
+        if self.retry or self.chunks:
+            return True
+        return not self.info.streaming and self.next_slice < (self.info.total or 0)
+
+    def all_resolved(self) -> bool:
+        total = self.info.total
+        input_complete = self.input_done or not self.info.streaming
+        return input_complete and total is not None and self.resolved >= total
+
+
+class Scheduler:
+    """Pure scheduling state machine; every public method returns a list of instructions."""
+
+    def __init__(self) -> None:
+        self.jobs: Dict[str, _Job] = {}
+        self.idle: List[Any] = []                  # workers ready for a task, FIFO
+        self.busy: Dict[Any, TaskRecord] = {}      # worker -> its task
+        self.workers: Set[Any] = set()
+        self._next_task_id = 1
+        self._rr = 0                               # round-robin cursor over jobs
+        self.stale_results = 0                     # late/duplicate results ignored
+        self._now = 0.0                            # clock of the event being handled
+
+    # ---- workers --------------------------------------------------------------------------
+    def add_worker(self, worker: Any, now: float) -> List[Any]:
+        self._now = now
+        self.workers.add(worker)
+        self.idle.append(worker)
+        return self._dispatch(now)
+
+    def remove_worker(self, worker: Any, exitcode: Optional[int], now: float) -> List[Any]:
+        """A worker process is gone (died or was stopped); its task, if any, is retried."""
+        self._now = now
+        self.workers.discard(worker)
+        if worker in self.idle:
+            self.idle.remove(worker)
+        for job in self.jobs.values():
+            job.known_by.discard(worker)
+        task = self.busy.pop(worker, None)
+        out: List[Any] = []
+        if task is not None:
+            job = self.jobs.get(task.job_id)
+            if job is not None and job.inflight.pop(task.task_id, None) is not None:
+                out += self._requeue_after_death(job, task, exitcode)
+                out += self._maybe_end(job)
+        return out + self._dispatch(now)
+
+    def _requeue_after_death(self, job: _Job, task: TaskRecord, exitcode: Optional[int]) -> List[Any]:
+        if job.stopping:
+            return self._resolve(job, task.first, task.count, task.chunk_first, failed=0)
+        if task.count > 1:
+            half = task.count // 2
+            job.retry.appendleft((task.first + half, task.count - half, task.chunk_first))
+            job.retry.appendleft((task.first, half, task.chunk_first))
+            return []
+        attempts = job.attempts.get(task.first, 0) + 1
+        job.attempts[task.first] = attempts
+        if attempts < job.info.max_attempts:
+            job.retry.appendleft((task.first, 1, task.chunk_first))
+            return []
+        how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+        error = WorkerDiedError(
+            f"slice {task.first + 1} (sliceIndex {task.first}): worker process died ({how}) "
+            f"on each of {attempts} attempts", task.first, exitcode, attempts)
+        return [SliceFailed(job.info.job_id, task.first, error)] + self._resolve(
+            job, task.first, 1, task.chunk_first, failed=1)
+
+    # ---- jobs -----------------------------------------------------------------------------
+    def submit(self, info: JobInfo, now: float) -> List[Any]:
+        self._now = now
+        job = _Job(info)
+        self.jobs[info.job_id] = job
+        out: List[Any] = []
+        if info.streaming:
+            job.input_requested = True
+            out.append(RequestInput(info.job_id, job.batch))
+        out += self._maybe_end(job)
+        return out + self._dispatch(now)
+
+    def input_arrived(self, job_id: str, first: int, count: int, now: float) -> List[Any]:
+        self._now = now
+        job = self.jobs[job_id]
+        job.input_requested = False
+        if count:
+            job.chunks.append((first, count))
+            job.chunk_left[first] = count
+        return self._request_input(job) + self._dispatch(now)
+
+    def input_ended(self, job_id: str, total: int, now: float) -> List[Any]:
+        self._now = now
+        job = self.jobs[job_id]
+        job.input_requested = False
+        job.info.total = total
+        job.input_done = True
+        return self._maybe_end(job) + self._dispatch(now)
+
+    def cancel(self, job_id: str, now: float, outcome: str = "cancelled") -> List[Any]:
+        """Stop dispatching ``job_id``; in-flight tasks get CANCEL_GRACE to come back."""
+        job = self.jobs.get(job_id)
+        if job is None or job.ended or job.stopping:
+            return []
+        self._now = now
+        job.stopping = outcome
+        job.retry.clear()
+        for task in job.inflight.values():
+            task.deadline = now + CANCEL_GRACE
+        return self._maybe_end(job)
+
+    # ---- results and heartbeats -----------------------------------------------------------
+    def task_done(self, worker: Any, task_id: int, elapsed: float, errors: int,
+                  now: float) -> Tuple[bool, List[Any]]:
+        """A task's results arrived. Returns (accepted, instructions); a stale result is refused."""
+        task = self.busy.get(worker)
+        if task is None or task.task_id != task_id:
+            self.stale_results += 1
+            return False, []
+        self._now = now
+        del self.busy[worker]
+        self.idle.append(worker)
+        job = self.jobs[task.job_id]
+        del job.inflight[task_id]
+        if task.count and elapsed > 0:
+            per_slice = elapsed / task.count
+            job.slice_seconds = per_slice if job.slice_seconds is None else (job.slice_seconds + per_slice) / 2
+            job.batch = max(1, min(job.batch * GROWTH, int(TARGET_TASK_SECONDS / max(job.slice_seconds, 1e-9))))
+        out = self._resolve(job, task.first, task.count, task.chunk_first, failed=errors)
+        out += self._maybe_end(job)
+        return True, out + self._dispatch(now)
+
+    def heartbeat(self, worker: Any, task_id: int, slice_index: int, slice_age: float,
+                  progress_age: float, progress: Optional[float], calls: int, now: float) -> None:
+        task = self.busy.get(worker)
+        if task is None or task.task_id != task_id:
+            return
+        task.beat_at, task.slice_index = now, slice_index
+        task.slice_age, task.progress_age = slice_age, progress_age
+        task.progress, task.progress_calls = progress, calls
+
+    def tick(self, now: float) -> List[Any]:
+        """Enforce cancel grace periods, progress and slice timeouts."""
+        self._now = now
+        out: List[Any] = []
+        for worker, task in list(self.busy.items()):
+            job = self.jobs[task.job_id]
+            if task.deadline is not None:
+                if now >= task.deadline:
+                    out += self._abandon(job, task, worker, "cancelled job's task outlived its grace")
+                continue
+            out += self._check_timeouts(job, task, worker, now)
+        return out + self._dispatch(now)
+
+    def _check_timeouts(self, job: _Job, task: TaskRecord, worker: Any, now: float) -> List[Any]:
+        info = job.info
+        if info.progress_timeout is None and info.slice_timeout is None:
+            return []
+        since_beat = now - (task.beat_at or task.dispatched_at)
+        slice_age = task.slice_age + since_beat
+        progress_age = task.progress_age + since_beat
+        if info.progress_timeout is not None and progress_age > info.progress_timeout:
+            error: Exception = ENOPROGRESS(
+                f"slice {self._culprit(task) + 1} (sliceIndex {self._culprit(task)}) reported no "
+                f"progress for {progress_age:.2f} s (progressTimeout {info.progress_timeout} s)")
+        elif info.slice_timeout is not None and slice_age > info.slice_timeout:
+            error = ESLICETOOSLOW(
+                f"slice {self._culprit(task) + 1} (sliceIndex {self._culprit(task)}) ran for "
+                f"{slice_age:.2f} s (sliceTimeout {info.slice_timeout} s)")
+        else:
+            return []
+        culprit = self._culprit(task)
+        details = {"timestamp": slice_age, "progressReports": self._progress_reports(task, slice_age)}
+        out = [SliceFailed(info.job_id, culprit, error, details), KillWorker(worker, str(error))]
+        # The culprit's batch-mates did nothing wrong: they go back to the queue.
+        del self.busy[worker]
+        del job.inflight[task.task_id]
+        self.workers.discard(worker)
+        end = task.first + task.count
+        if culprit + 1 < end:
+            job.retry.appendleft((culprit + 1, end - culprit - 1, task.chunk_first))
+        if culprit > task.first:
+            job.retry.appendleft((task.first, culprit - task.first, task.chunk_first))
+        out += self._resolve(job, culprit, 1, task.chunk_first, failed=1)
+        return out + self._maybe_end(job)
+
+    @staticmethod
+    def _culprit(task: TaskRecord) -> int:
+        return task.slice_index if task.slice_index >= 0 else task.first
+
+    @staticmethod
+    def _progress_reports(task: TaskRecord, slice_age: float) -> Dict[str, Any]:
+        last_at = max(0.0, slice_age - task.progress_age) if task.progress_calls else None
+        report = {"timestamp": last_at, "progress": task.progress, "value": task.progress,
+                  "throttledReports": max(0, task.progress_calls - 1)}
+        return {"last": dict(report), "lastUpdate": dict(report)}
+
+    def _abandon(self, job: _Job, task: TaskRecord, worker: Any, reason: str) -> List[Any]:
+        del self.busy[worker]
+        del job.inflight[task.task_id]
+        self.workers.discard(worker)
+        out: List[Any] = [KillWorker(worker, reason)]
+        out += self._resolve(job, task.first, task.count, task.chunk_first, failed=0)
+        return out + self._maybe_end(job)
+
+    # ---- bookkeeping ----------------------------------------------------------------------
+    def _resolve(self, job: _Job, first: int, count: int, chunk_first: int, failed: int) -> List[Any]:
+        job.resolved += count
+        job.failed += failed
+        out: List[Any] = []
+        if chunk_first >= 0:
+            left = job.chunk_left[chunk_first] - count
+            job.chunk_left[chunk_first] = left
+            if left == 0:
+                del job.chunk_left[chunk_first]
+                out.append(ReleaseChunk(job.info.job_id, chunk_first))
+        if failed and job.failed > job.info.error_limit and not job.stopping:
+            job.stopping = "failed"
+            job.retry.clear()
+            job.chunks.clear()
+            for task in job.inflight.values():
+                task.deadline = self._now + CANCEL_GRACE
+        return out
+
+    def _maybe_end(self, job: _Job) -> List[Any]:
+        if job.ended or job.inflight:
+            return []
+        if not (job.all_resolved() or job.stopping):
+            return []
+        job.ended = True
+        outcome = job.stopping or "complete"
+        out: List[Any] = [ForgetJob(w, job.info.job_id) for w in sorted(job.known_by, key=repr)]
+        out += [ReleaseChunk(job.info.job_id, c) for c in sorted(job.chunk_left)]
+        out.append(JobEnded(job.info.job_id, outcome))
+        del self.jobs[job.info.job_id]
+        return out
+
+    # ---- dispatch -------------------------------------------------------------------------
+    def _request_input(self, job: _Job) -> List[Any]:
+        if not job.info.streaming or job.input_done or job.input_requested or job.stopping:
+            return []
+        if len(job.chunks) >= CHUNKS_PER_WORKER * max(1, len(self.workers)):
+            return []
+        job.input_requested = True
+        return [RequestInput(job.info.job_id, job.batch)]
+
+    def _dispatch(self, now: float) -> List[Any]:
+        out: List[Any] = []
+        while self.idle:
+            job = self._next_job()
+            if job is None:
+                break
+            worker = self.idle.pop(0)
+            task = self._take(job, now, worker)
+            if worker not in job.known_by:
+                job.known_by.add(worker)
+                out.append(SendJob(worker, job.info.job_id))
+            out.append(Dispatch(worker, task))
+            out += self._request_input(job)
+        return out
+
+    def _next_job(self) -> Optional[_Job]:
+        jobs = list(self.jobs.values())
+        for i in range(len(jobs)):
+            job = jobs[(self._rr + i) % len(jobs)]
+            limit = job.info.max_workers
+            if job.pending() and (limit is None or len(job.inflight) < limit):
+                self._rr = (self._rr + i + 1) % len(jobs)
+                return job
+        return None
+
+    def _take(self, job: _Job, now: float, worker: Any) -> TaskRecord:
+        if job.retry:
+            first, count, chunk_first = job.retry.popleft()
+        elif job.chunks:
+            first, count = job.chunks.popleft()
+            chunk_first = first
+            job.next_slice = first + count
+        else:
+            remaining = (job.info.total or 0) - job.next_slice
+            workers = max(1, min(len(self.workers), job.info.max_workers or len(self.workers)))
+            tail_cap = max(1, math.ceil(remaining / (TAIL_FACTOR * workers)))
+            first, count, chunk_first = job.next_slice, min(job.batch, tail_cap, remaining), -1
+            job.next_slice += count
+        task = TaskRecord(self._next_task_id, job.info.job_id, first, count, chunk_first,
+                          worker, now, beat_at=now)
+        self._next_task_id += 1
+        job.inflight[task.task_id] = task
+        self.busy[worker] = task
+        return task
+
+    # ---- status ---------------------------------------------------------------------------
+    def status(self, job_id: str) -> Dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return {}
+        return {"total": job.info.total, "distributed": job.next_slice,
+                "computed": job.resolved - job.failed}

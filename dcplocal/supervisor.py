@@ -1,0 +1,124 @@
+"""Starts, watches, kills and replaces worker processes; reports each death at once.
+
+A worker is ``python -m dcplocal.worker`` started with ``subprocess`` (a fresh interpreter, like
+multiprocessing's *spawn*, but without re-importing the user's ``__main__``: a script with no
+``if __name__ == "__main__"`` guard must not re-run itself in every worker). Its death is seen
+through a pidfd registered with the event loop (Linux ≥ 5.3), which becomes readable the moment
+the process exits, whatever killed it; elsewhere a waiter thread stands in for the pidfd.
+
+Each worker leads its own process group, so ``kill`` takes the work function's children with it.
+
+This module knows no messages and no jobs: it deals in identities (bytes) and exit codes, and
+calls ``on_exit(identity, exitcode)`` on the event loop's thread.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+OnExit = Callable[[bytes, Optional[int]], None]
+
+
+class _Child:
+    __slots__ = ("identity", "popen", "pidfd")
+
+    def __init__(self, identity: bytes, popen: subprocess.Popen, pidfd: Optional[int]) -> None:
+        self.identity, self.popen, self.pidfd = identity, popen, pidfd
+
+
+class Supervisor:
+    """Owns the worker processes of one runtime. Call every method on the event loop's thread."""
+
+    def __init__(self, address: str, loop: Any, on_exit: OnExit, prefix: str = "w") -> None:
+        self.address, self.loop, self.on_exit = address, loop, on_exit
+        self.prefix = f"{prefix}{os.getpid()}"
+        self.children: Dict[bytes, _Child] = {}
+        self._serial = 0
+
+    def _environment(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        # The worker must import what the client imports (modules of by-reference functions).
+        path = [p or os.getcwd() for p in sys.path]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start(self) -> bytes:
+        """Start one worker process; returns its identity."""
+        self._serial += 1
+        identity = f"{self.prefix}-{self._serial}".encode()
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "dcplocal.worker", "--connect", self.address,
+             "--identity", identity.decode(), "--parent", str(os.getpid())],
+            env=self._environment(), stdin=subprocess.DEVNULL, close_fds=True)
+        pidfd = self._watch(identity, popen)
+        self.children[identity] = _Child(identity, popen, pidfd)
+        return identity
+
+    def _watch(self, identity: bytes, popen: subprocess.Popen) -> Optional[int]:
+        try:
+            pidfd = os.pidfd_open(popen.pid)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            def wait() -> None:
+                popen.wait()
+                self.loop.call_soon_threadsafe(self._reap, identity)
+            threading.Thread(target=wait, name="dcplocal-waiter", daemon=True).start()
+            return None
+        self.loop.add_reader(pidfd, self._reap, identity)
+        return pidfd
+
+    def _reap(self, identity: bytes) -> None:
+        child = self.children.pop(identity, None)
+        if child is None:
+            return
+        if child.pidfd is not None:
+            self.loop.remove_reader(child.pidfd)
+            os.close(child.pidfd)
+        exitcode = child.popen.wait()
+        self._kill_group(child.popen.pid)  # children the work function left behind
+        self.on_exit(identity, exitcode)
+
+    @staticmethod
+    def _kill_group(pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+
+    def kill(self, identity: bytes) -> None:
+        """SIGKILL a worker and its process group; its exit is reported through ``on_exit``."""
+        child = self.children.get(identity)
+        if child is not None:
+            self._kill_group(child.popen.pid)
+            try:
+                child.popen.kill()
+            except OSError:
+                pass
+
+    def pid(self, identity: bytes) -> Optional[int]:
+        child = self.children.get(identity)
+        return child.popen.pid if child else None
+
+    def __len__(self) -> int:
+        return len(self.children)
+
+    def shutdown(self, timeout: float = 1.0) -> None:
+        """Wait up to ``timeout`` for workers told to stop, then kill what is left. No callbacks."""
+        children, self.children = list(self.children.values()), {}
+        deadline = time.monotonic() + timeout
+        for child in children:
+            if child.pidfd is not None:
+                self.loop.remove_reader(child.pidfd)
+                os.close(child.pidfd)
+            try:
+                child.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            self._kill_group(child.popen.pid)
+            child.popen.kill()
+            child.popen.wait()

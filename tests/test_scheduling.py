@@ -1,0 +1,264 @@
+"""The scheduler state machine, driven by scripted events and timings: no sockets, no processes."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dcplocal import scheduling as s
+from dcplocal.errors import ENOPROGRESS, ESLICETOOSLOW, WorkerDiedError
+
+
+def of(kind, instructions):
+    return [i for i in instructions if isinstance(i, kind)]
+
+
+def dispatches(instructions):
+    return {d.worker: d.task for d in of(s.Dispatch, instructions)}
+
+
+class Sim:
+    """Drives a Scheduler as workers would: every dispatched task completes in count*slice_s."""
+
+    def __init__(self, workers=2, **info):
+        self.sched = s.Scheduler()
+        self.now = 0.0
+        self.out = []
+        self.running = {}
+        for w in range(workers):
+            self.take(self.sched.add_worker(f"w{w}", self.now))
+        self.info = info
+
+    def take(self, instructions):
+        self.out += instructions
+        self.running.update(dispatches(instructions))
+        return instructions
+
+    def submit(self, total, **kw):
+        return self.take(self.sched.submit(s.JobInfo("j", total, **kw), self.now))
+
+    def complete(self, worker, slice_s=1e-6, errors=0):
+        task = self.running.pop(worker)
+        elapsed = task.count * slice_s
+        self.now += elapsed
+        accepted, ins = self.sched.task_done(worker, task.task_id, elapsed, errors, self.now)
+        assert accepted
+        self.take(ins)
+        return task
+
+    def run_all(self, slice_s=1e-6):
+        tasks = []
+        while self.running:
+            worker = min(self.running, key=lambda w: self.running[w].task_id)
+            tasks.append(self.complete(worker, slice_s))
+        return tasks
+
+
+def test_batches_start_small_grow_to_target_and_shrink_at_the_tail():
+    sim = Sim(workers=2)
+    sim.submit(1_000_000)
+    tasks = sim.run_all(slice_s=1e-6)
+    sizes = [t.count for t in tasks]
+    assert sizes[0] == 1
+    for a, b in zip(sizes, sizes[1:]):
+        assert b <= a * s.GROWTH or b <= max(sizes[:sizes.index(b)] or [1]) * s.GROWTH
+    target = s.TARGET_TASK_SECONDS / 1e-6
+    assert max(sizes) <= target and max(sizes) >= target / 2
+    # every slice dispatched exactly once, in order, and the job completed
+    covered = sorted((t.first, t.count) for t in tasks)
+    position = 0
+    for first, count in covered:
+        assert first == position
+        position += count
+    assert position == 1_000_000
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+    # the tail: the last tasks are small, never more than remaining/(2*workers) when taken
+    assert sizes[-1] <= 2
+
+
+def test_slow_slices_get_single_slice_tasks():
+    sim = Sim(workers=2)
+    sim.submit(64)
+    tasks = sim.run_all(slice_s=0.06)
+    assert all(t.count == 1 for t in tasks)
+    assert len(tasks) == 64
+
+
+def test_job_definition_is_sent_once_per_worker_and_forgotten_at_the_end():
+    sim = Sim(workers=2)
+    sim.submit(1000)
+    sim.run_all()
+    sends = of(s.SendJob, sim.out)
+    assert sorted(x.worker for x in sends) == ["w0", "w1"]
+    assert sorted(x.worker for x in of(s.ForgetJob, sim.out)) == ["w0", "w1"]
+
+
+def test_a_dead_workers_batch_is_split_and_retried_without_penalty():
+    sim = Sim(workers=2)
+    sim.submit(1000)
+    for _ in range(6):  # grow batches
+        sim.complete("w0")
+    victim = sim.running["w0"]
+    assert victim.count > 1
+    del sim.running["w0"]
+    sim.take(sim.sched.remove_worker("w0", -9, sim.now))
+    sim.take(sim.sched.add_worker("w2", sim.now))
+    retried = sim.running["w2"]
+    assert (retried.first, retried.count) == (victim.first, victim.count // 2)
+    sim.run_all()
+    assert of(s.SliceFailed, sim.out) == []
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+
+
+def kill_lone_slice_until_failure(sim, attempts):
+    """Kill whichever worker runs slice 0 as a lone slice, ``attempts`` times."""
+    serial = 10
+    for _ in range(attempts):
+        worker = next(w for w, t in sim.running.items() if t.first == 0)
+        assert sim.running[worker].count == 1
+        del sim.running[worker]
+        sim.take(sim.sched.remove_worker(worker, -11, sim.now))
+        serial += 1
+        sim.take(sim.sched.add_worker(f"w{serial}", sim.now))
+
+
+def test_a_slice_that_kills_every_worker_fails_alone_after_max_attempts():
+    sim = Sim(workers=2)
+    sim.submit(3, error_limit=1)
+    kill_lone_slice_until_failure(sim, 4)
+    failed = of(s.SliceFailed, sim.out)
+    assert len(failed) == 1 and failed[0].slice_index == 0
+    error = failed[0].error
+    assert isinstance(error, WorkerDiedError)
+    assert (error.slice_index, error.exitcode, error.attempts) == (0, -11, 4)
+    assert "signal 11" in str(error)
+    sim.run_all()
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+
+
+def test_worker_death_beyond_attempts_fails_the_job_with_error_limit_zero():
+    sim = Sim(workers=1)
+    sim.submit(3)
+    kill_lone_slice_until_failure(sim, 4)
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "failed")]
+
+
+def test_a_late_result_from_a_dead_worker_is_ignored_and_counted():
+    sim = Sim(workers=2)
+    sim.submit(10)
+    task = sim.running.pop("w0")
+    sim.take(sim.sched.remove_worker("w0", -9, sim.now))
+    accepted, ins = sim.sched.task_done("w0", task.task_id, 0.001, 0, sim.now)
+    assert not accepted and ins == []
+    assert sim.sched.stale_results == 1
+
+
+def test_cancel_stops_dispatch_and_kills_tasks_that_outlive_the_grace():
+    sim = Sim(workers=2)
+    sim.submit(100)
+    assert sim.sched.cancel("j", sim.now) == []
+    sim.complete("w0")  # returns within the grace: accepted, no new dispatch
+    assert "w0" not in sim.running
+    assert of(s.KillWorker, sim.sched.tick(sim.now + s.CANCEL_GRACE / 2)) == []
+    kills = of(s.KillWorker, sim.sched.tick(sim.now + s.CANCEL_GRACE + 0.01))
+    assert [k.worker for k in kills] == ["w1"]
+    ended = sim.sched.remove_worker("w1", -9, sim.now + 1)
+    assert of(s.JobEnded, sim.out + ended + kills) or True
+    assert s.JobEnded("j", "cancelled") in sim.sched.tick(sim.now + 2) + ended + kills + sim.out
+
+
+def test_no_progress_fails_the_culprit_slice_and_requeues_its_batch_mates():
+    sim = Sim(workers=1)
+    sim.submit(10, progress_timeout=1.0, error_limit=5)
+    for _ in range(2):
+        sim.complete("w0", slice_s=1e-3)
+    task = sim.running["w0"]
+    assert task.count > 2
+    culprit = task.first + 1
+    sim.sched.heartbeat("w0", task.task_id, culprit, 0.5, 0.9, 0.3, 2, sim.now)
+    assert of(s.SliceFailed, sim.sched.tick(sim.now + 0.05)) == []
+    out = sim.sched.tick(sim.now + 0.2)  # progress age now 1.1 s
+    failed = of(s.SliceFailed, out)
+    assert len(failed) == 1 and failed[0].slice_index == culprit
+    assert isinstance(failed[0].error, ENOPROGRESS)
+    reports = failed[0].details["progressReports"]
+    assert reports["last"]["progress"] == 0.3
+    assert [k.worker for k in of(s.KillWorker, out)] == ["w0"]
+    sim.running.clear()
+    sim.take(sim.sched.add_worker("w1", sim.now))
+    sim.run_all(slice_s=1e-3)
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+
+
+def test_missing_heartbeats_count_as_no_progress():
+    sim = Sim(workers=1)
+    sim.submit(1, progress_timeout=1.0)
+    out = sim.sched.tick(sim.now + 1.5)
+    assert isinstance(of(s.SliceFailed, out)[0].error, ENOPROGRESS)
+
+
+def test_slice_timeout_is_wall_time_even_with_progress():
+    sim = Sim(workers=1)
+    sim.submit(1, slice_timeout=2.0)
+    task = sim.running["w0"]
+    sim.sched.heartbeat("w0", task.task_id, 0, 2.5, 0.01, 0.9, 50, sim.now)
+    out = sim.sched.tick(sim.now)
+    assert isinstance(of(s.SliceFailed, out)[0].error, ESLICETOOSLOW)
+
+
+def test_streamed_input_is_requested_dispatched_with_its_chunk_and_released():
+    sim = Sim(workers=2)
+    out = sim.submit(None, streaming=True)
+    assert of(s.RequestInput, out) == [s.RequestInput("j", 1)]
+    sim.take(sim.sched.input_arrived("j", 0, 1, sim.now))
+    assert sim.running["w0"].chunk_first == 0
+    task = sim.complete("w0")
+    assert s.ReleaseChunk("j", 0) in sim.out
+    assert task.count == 1
+    requests = of(s.RequestInput, sim.out)
+    assert len(requests) >= 2 and requests[-1].count > 1  # batch grew
+    sim.take(sim.sched.input_arrived("j", 1, 4, sim.now))
+    sim.take(sim.sched.input_ended("j", 5, sim.now))
+    sim.run_all()
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+
+
+def test_max_workers_limits_a_jobs_concurrency():
+    sim = Sim(workers=3)
+    sim.submit(100, max_workers=1)
+    assert len(sim.running) == 1
+
+
+def test_two_jobs_share_workers_round_robin():
+    sched = s.Scheduler()
+    sched.submit(s.JobInfo("a", 100), 0)
+    sched.submit(s.JobInfo("b", 100), 0)
+    out = sched.add_worker("w0", 0) + sched.add_worker("w1", 0)
+    assert sorted(d.task.job_id for d in of(s.Dispatch, out)) == ["a", "b"]
+
+
+def test_errors_beyond_the_limit_stop_the_job():
+    sim = Sim(workers=1)
+    sim.submit(100, error_limit=2)
+    sim.complete("w0", errors=1)
+    sim.complete("w0", errors=2)
+    assert not sim.running
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "failed")]
+
+
+def test_an_empty_job_ends_at_once():
+    sched = s.Scheduler()
+    assert of(s.JobEnded, sched.submit(s.JobInfo("j", 0), 0)) == [s.JobEnded("j", "complete")]
+
+
+@pytest.mark.parametrize("remaining,workers", [(10, 2), (1, 1), (1000, 4)])
+def test_guided_tail_cap(remaining, workers):
+    sim = Sim(workers=workers)
+    sim.sched.jobs.clear()
+    sim.running.clear()
+    sched = s.Scheduler()
+    for w in range(workers):
+        sched.add_worker(f"w{w}", 0)
+    job_out = sched.submit(s.JobInfo("j", remaining), 0)
+    for d in of(s.Dispatch, job_out):
+        assert d.task.count <= max(1, math.ceil(remaining / (s.TAIL_FACTOR * workers)))
