@@ -23,7 +23,7 @@ import queue
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import zmq
 
@@ -56,14 +56,15 @@ class _Entry:
 
 
 class Broker:
-    def __init__(self, loop: Any, context: zmq.Context, address: str) -> None:
+    def __init__(self, loop: Any, context: zmq.Context, address: str,
+                 worker_args: Sequence[str] = ()) -> None:
         self.loop = loop
         self.router = context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(address)
         self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.scheduler = scheduling.Scheduler()
-        self.supervisor = Supervisor(self.address, loop, self._on_worker_exit)
+        self.supervisor = Supervisor(self.address, loop, self._on_worker_exit, worker_args)
         self.jobs: Dict[str, _Entry] = {}
         self.ready: set = set()
         self.target_workers = 0

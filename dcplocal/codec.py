@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import pickle
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import ERESULTTOOBIG
 from .protocol import PROTOCOL_VERSION, Message, message_class
 
 #: numpy arrays at least this large travel as their own frame instead of inside the pickle stream.
@@ -104,11 +105,15 @@ def _typed_array(values: Sequence[Any]) -> Optional[Tuple[np.ndarray, str]]:
     return None
 
 
-def pack_results(values: Sequence[Any]) -> Tuple[List[Any], List[Tuple[int, BaseException]]]:
-    """Frames for one batch of results, and the (offset, exception) of results that would not pickle.
+def pack_results(values: Sequence[Any], max_bytes: Optional[int] = None,
+                 at_item: Optional[Callable[[int], None]] = None
+                 ) -> Tuple[List[Any], List[Tuple[int, BaseException]]]:
+    """Frames for one batch of results, and (offset, exception) of results that cannot be sent.
 
     Numeric scalars of one type become ONE array frame. Anything else is pickled item by item into
-    one stream (so one bad result fails only its own slice) with large buffers out of band.
+    one stream (so one bad result fails only its own slice) with large buffers out of band. A
+    result whose pickled size exceeds ``max_bytes`` is refused with ERESULTTOOBIG. ``at_item`` is
+    told which item is being pickled (pickling runs user code that may hang).
     """
     if values:
         typed = _typed_array(values)
@@ -128,9 +133,15 @@ def pack_results(values: Sequence[Any]) -> Tuple[List[Any], List[Tuple[int, Base
 
     for offset, value in enumerate(values):
         before = len(buffers)
+        if at_item is not None:
+            at_item(offset)
         try:
             part = pickle.dumps(value, protocol=5, buffer_callback=keep_large)
-        except Exception as exc:  # noqa: BLE001 - reported as that slice's error
+            size = len(part) + sum(b.raw().nbytes for b in buffers[before:])
+            if max_bytes is not None and size > max_bytes:
+                raise ERESULTTOOBIG(f"a {type(value).__name__} result of {size} bytes is over "
+                                    f"the job's maxResultBytes of {max_bytes} bytes")
+        except BaseException as exc:  # noqa: B902 - even sys.exit in __reduce__ fails one slice
             del buffers[before:]
             failures.append((offset, exc))
             part = pickle.dumps(None, protocol=5)
@@ -162,7 +173,9 @@ def unpack_results(frames: Sequence[Any]) -> Tuple[Any, bool, List[Tuple[int, Ba
     for offset, (size, count) in enumerate(index):
         try:
             values.append(pickle.loads(stream[pos:pos + size], buffers=buffers[nbuf:nbuf + count]))
-        except Exception as exc:  # noqa: BLE001 - reported as that slice's error
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: B902 - even sys.exit in __setstate__ fails one slice
             values.append(None)
             failures.append((offset, exc))
         pos += size

@@ -82,6 +82,7 @@ class Job(EventEmitter):
         self.maxAttempts = 4
         self.progressTimeout: Optional[float] = None
         self.sliceTimeout: Optional[float] = None
+        self.maxResultBytes: Optional[int] = None
         self.scheduler: Optional[LocalRuntime] = None
         self.id: Optional[str] = None
         self.receipt: Optional[Dict[str, Any]] = None
@@ -161,6 +162,9 @@ class Job(EventEmitter):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise EINVAL(f"job.{name} must be a number of seconds > 0 or None, not {value!r}")
+        if self.maxResultBytes is not None and (not isinstance(self.maxResultBytes, int)
+                                                or self.maxResultBytes <= 0):
+            raise EINVAL(f"job.maxResultBytes must be an int > 0 or None, not {self.maxResultBytes!r}")
         if not isinstance(self.public, dict):
             raise ETYPE(f"job.public must be a dict, not {type(self.public).__name__}")
         validate_requirements(self.requirements)
@@ -179,7 +183,8 @@ class Job(EventEmitter):
                        max_attempts=self.maxAttempts, progress_timeout=self.progressTimeout,
                        slice_timeout=self.sliceTimeout)
         options = {"spread": bool(self._spec is not None and self._spec.spread),
-                   "public": dict(self.public), "heartbeat": self._watchdog_interval()}
+                   "public": dict(self.public), "heartbeat": self._watchdog_interval(),
+                   "max_result_bytes": self.maxResultBytes}
         return Submission(info, [work_blob, args_blob, *spec_frames], options)
 
     def _begin(self) -> None:
@@ -340,8 +345,11 @@ class Job(EventEmitter):
                 error = codec.loads([description["pickled"]])
             except Exception:  # noqa: BLE001 - fall back to the text below
                 error = None
-        if not isinstance(error, BaseException):
-            error = SliceError(f"{description['module']}.{description['name']}: {description['message']}")
+        if not isinstance(error, Exception):
+            # Also SystemExit/KeyboardInterrupt from a work function: re-raised as they are, they
+            # would end or "interrupt" the client; they are that slice's failure, nothing more.
+            error = SliceError(f"work function raised {description['module']}.{description['name']}: "
+                               f"{description['message']}")
         error.__cause__ = RemoteTraceback(description["stack"])
         return error
 
@@ -403,6 +411,8 @@ class Job(EventEmitter):
             typed = codec._typed_array(values) if values else None
             self._store.put(first, typed[0] if typed else values, typed is None or typed[1] == "native")
             for index, exc in errors:
+                if not isinstance(exc, Exception):
+                    exc = SliceError(f"work function raised {type(exc).__name__}: {exc}")
                 self._slice_error(index, exc, "".join(_format(exc)))
             self._cpu_seconds += elapsed
             self.status.update(distributed=first + len(data), computed=self._store.computed - len(self._store.errors))

@@ -17,7 +17,7 @@ import numpy as np
 
 from dcplocal.kernels import collate
 
-from .errors import ENOTAVAIL, ERANGE, ETYPE
+from .errors import DCPError, ENOTAVAIL, ERANGE, ETYPE
 
 
 class ResultStore:
@@ -247,6 +247,8 @@ class _Missing:
         self.index, self.error = index, store.errors.get(index)
 
     def __repr__(self) -> str:
+        if isinstance(self.error, DCPError):
+            return f"<error: {self.error}>"
         if self.error is not None:
             return f"<error: {type(self.error).__name__}: {self.error}>"
         return "<not available>"

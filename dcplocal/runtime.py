@@ -24,7 +24,7 @@ from typing import Any, List, Optional
 import zmq
 
 from .broker import Broker, Submission
-from .errors import RuntimeBrokenError
+from .errors import EINVAL, RuntimeBrokenError
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -53,10 +53,25 @@ class JobLink:
 
 
 class LocalRuntime:
-    """Broker thread + worker processes on this machine."""
+    """Broker thread + worker processes on this machine.
 
-    def __init__(self, workers: Optional[int] = None) -> None:
+    ``workers``: processes for ``exec()`` (default: all cores; ``localExec(n)`` asks for n).
+    ``memory_limit``: bytes of address space per worker (setrlimit), so a runaway slice raises
+    MemoryError instead of meeting the OOM killer. ``recycle_slices`` / ``recycle_rss``: a worker
+    retires, between tasks, after that many slices or once its RSS exceeds that many bytes (for
+    work functions that leak); a fresh one takes its place.
+    """
+
+    def __init__(self, workers: Optional[int] = None, *, memory_limit: Optional[int] = None,
+                 recycle_slices: Optional[int] = None, recycle_rss: Optional[int] = None) -> None:
         self.default_workers = workers or os.cpu_count() or 1
+        self.worker_args: List[str] = []
+        for flag, value in (("--memory-limit", memory_limit), ("--recycle-slices", recycle_slices),
+                            ("--recycle-rss", recycle_rss)):
+            if value is not None:
+                if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                    raise EINVAL(f"LocalRuntime({flag[2:].replace('-', '_')}=…) must be a positive int, not {value!r}")
+                self.worker_args += [flag, str(value)]
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -87,7 +102,7 @@ class LocalRuntime:
             self._context = zmq.Context()
             address = f"ipc://{self._tmpdir.name}/broker" if hasattr(zmq, "IPC_PATH_MAX_LEN") \
                 else "tcp://127.0.0.1:*"
-            self._broker = Broker(loop, self._context, address)
+            self._broker = Broker(loop, self._context, address, self.worker_args)
             self._loop = loop
         except BaseException as exc:  # noqa: B902 - handed to the thread that waits for us
             self._started_error = exc
@@ -120,6 +135,8 @@ class LocalRuntime:
         self.call(lambda b: b.scale(workers or self.default_workers))
 
     def submit(self, submission: Submission, workers: Optional[int] = None) -> JobLink:
+        if self.broken is not None:  # the previous job saw RuntimeBrokenError: start afresh
+            self.close()
         self.ensure_workers(workers)
         link = JobLink(self, submission.info.job_id)
         self.call(lambda b: b.submit(submission, link.queue))

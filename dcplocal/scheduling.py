@@ -331,7 +331,10 @@ class Scheduler:
 
     @staticmethod
     def _culprit(task: TaskRecord) -> int:
-        return task.slice_index if task.slice_index >= 0 else task.first
+        """The slice the watchdog blames: the one running at the last heartbeat, in the task."""
+        if task.slice_index < 0:
+            return task.first
+        return min(max(task.slice_index, task.first), task.first + task.count - 1)
 
     @staticmethod
     def _progress_reports(task: TaskRecord, slice_age: float) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 OnExit = Callable[[bytes, Optional[int]], None]
 
@@ -34,8 +34,10 @@ class _Child:
 class Supervisor:
     """Owns the worker processes of one runtime. Call every method on the event loop's thread."""
 
-    def __init__(self, address: str, loop: Any, on_exit: OnExit, prefix: str = "w") -> None:
+    def __init__(self, address: str, loop: Any, on_exit: OnExit,
+                 worker_args: Sequence[str] = (), prefix: str = "w") -> None:
         self.address, self.loop, self.on_exit = address, loop, on_exit
+        self.worker_args = list(worker_args)
         self.prefix = f"{prefix}{os.getpid()}"
         self.children: Dict[bytes, _Child] = {}
         self._serial = 0
@@ -54,7 +56,7 @@ class Supervisor:
         identity = f"{self.prefix}-{self._serial}".encode()
         popen = subprocess.Popen(
             [sys.executable, "-m", "dcplocal.worker", "--connect", self.address,
-             "--identity", identity.decode(), "--parent", str(os.getpid())],
+             "--identity", identity.decode(), "--parent", str(os.getpid()), *self.worker_args],
             env=self._environment(), stdin=subprocess.DEVNULL, close_fds=True)
         pidfd = self._watch(identity, popen)
         self.children[identity] = _Child(identity, popen, pidfd)

@@ -34,27 +34,64 @@ import time
 from typing import Any, Dict, List, Optional
 
 from . import codec, protocol
+from .errors import ERESULTTOOBIG
 from .sandbox import SandboxEnvironment, _running, describe_error, load_work, run_batch
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """PR_SET_PDEATHSIG: the kernel kills us when the process that started us exits."""
+    """Die with the client, taking the work function's children along.
+
+    PR_SET_PDEATHSIG makes the kernel send SIGTERM when the client exits, however it exits
+    (SIGKILL included); the handler then SIGKILLs our whole process group — ourselves and any
+    process the work function started — so nothing is orphaned.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(os.getpgrp(), signal.SIGKILL))
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 == PR_SET_PDEATHSIG
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 == PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
     if parent_pid and os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 
 
+def _limit_memory(limit: int) -> None:
+    """Cap this process's address space, so a runaway slice gets MemoryError, not the OOM killer."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class _LoadedJob:
+    """A job's work function, arguments and input spec, unpickled on first use.
+
+    Unpickling runs user code (``__reduce__``, module imports), so it happens inside the first
+    task, under the watchdog, and a failure becomes an error of each slice of the job.
+    """
+
     def __init__(self, options: Dict[str, Any], frames: List[Any]) -> None:
+        self.options = options
+        self.frames: Optional[List[Any]] = frames
+        self.error: Optional[BaseException] = None
+        self.fn: Any = None
+        self.args: Any = ()
+        self.spec: Any = None
+
+    def load(self) -> None:
+        if self.frames is None:
+            return
+        frames, self.frames = self.frames, None
         import cloudpickle  # deferred: a worker that never gets a job need not import it
 
-        self.options = options
-        self.error: Optional[BaseException] = None
         try:
             self.fn = load_work(cloudpickle.loads(frames[0]))
             self.args = cloudpickle.loads(frames[1])
@@ -104,10 +141,10 @@ class _Heartbeat(threading.Thread):
 
 
 class Worker:
-    def __init__(self, address: str, identity: bytes) -> None:
+    def __init__(self, address: str, identity: bytes, recycle_slices: int = 0,
+                 recycle_rss: int = 0) -> None:
         import zmq
 
-        self.zmq = zmq
         self.address, self.identity = address, identity
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
@@ -116,6 +153,8 @@ class Worker:
         self.socket.connect(address)
         self.jobs: Dict[str, _LoadedJob] = {}
         self.heartbeat: Optional[_Heartbeat] = None
+        self.recycle_slices, self.recycle_rss = recycle_slices, recycle_rss
+        self.slices_run = 0
 
     def send(self, msg: protocol.Message, frames: List[Any] = ()) -> None:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
@@ -128,6 +167,8 @@ class Worker:
                 msg = codec.decode(frames[0].bytes)
                 if isinstance(msg, protocol.Task):
                     self.run_task(msg, frames[1:])
+                    if self._worn_out():
+                        return
                 elif isinstance(msg, protocol.JobDef):
                     self.jobs[msg.job_id] = _LoadedJob(msg.options, frames[1:])
                 elif isinstance(msg, protocol.DropJob):
@@ -135,41 +176,55 @@ class Worker:
                 elif isinstance(msg, protocol.Stop):
                     return
 
-    def _watch(self, task: protocol.Task, job: _LoadedJob) -> None:
+    def _worn_out(self) -> bool:
+        """Recycling: leave (cleanly, between tasks) after N slices or above the RSS guard."""
+        if self.recycle_slices and self.slices_run >= self.recycle_slices:
+            return True
+        return bool(self.recycle_rss) and _rss_bytes() > self.recycle_rss
+
+    def _watch(self, task_id: int, job: _LoadedJob) -> None:
         interval = job.options.get("heartbeat")
         if interval:
             if self.heartbeat is None:
                 self.heartbeat = _Heartbeat(self.context, self.address, self.identity)
                 self.heartbeat.start()
-            self.heartbeat.watch(task.task_id, interval)
+            self.heartbeat.watch(task_id, interval)
 
     def run_task(self, task: protocol.Task, chunk: List[Any]) -> None:
         job = self.jobs[task.job_id]
-        if job.error is not None:
-            errors = [describe_error(job.error, task.first + i) for i in range(task.count)]
-            return self._reply(task, [None] * task.count, errors, 0.0)
-        if task.chunk_first >= 0:
-            start = task.first - task.chunk_first
-            data = codec.loads(chunk)[start:start + task.count]
-        else:
-            data = job.spec.slice_data(task.first, task.count)
-        self._watch(task, job)
+        _running.first, _running.results = task.first, []  # watchdog: "at the first slice"
+        self._watch(task.task_id, job)
         try:
+            job.load()
+            if job.error is not None:
+                errors = [describe_error(job.error, task.first + i) for i in range(task.count)]
+                return self._reply(task, job, [None] * task.count, errors, 0.0)
+            if task.chunk_first >= 0:
+                start = task.first - task.chunk_first
+                data = codec.loads(chunk)[start:start + task.count]
+            else:
+                data = job.spec.slice_data(task.first, task.count)
             results, errors, elapsed = run_batch(
                 job.fn, data, job.args, job.options.get("spread", False), task.job_id,
                 task.first, self.send, job.options.get("public"))
+            described = [describe_error(exc, index) for index, exc in errors]
+            self._reply(task, job, results, described, elapsed)
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.watch(0, 0)
-        self._reply(task, results, [describe_error(exc, index) for index, exc in errors], elapsed)
+            self.slices_run += task.count
 
-    def _reply(self, task: protocol.Task, results: List[Any], errors: List[Dict[str, Any]],
-               elapsed: float) -> None:
-        frames, failures = codec.pack_results(results)
+    def _reply(self, task: protocol.Task, job: _LoadedJob, results: List[Any],
+               errors: List[Dict[str, Any]], elapsed: float) -> None:
+        def at_item(offset: int) -> None:  # the watchdog blames the result being pickled
+            _running.first, _running.results = task.first + offset, []
+
+        frames, failures = codec.pack_results(results, job.options.get("max_result_bytes"), at_item)
         for offset, exc in failures:
             failure = describe_error(exc, task.first + offset)
-            failure["message"] = (f"result of slice {task.first + offset + 1} (type "
-                                  f"{type(results[offset]).__name__}) could not be pickled: {exc}")
+            if not isinstance(exc, ERESULTTOOBIG):
+                failure["message"] = (f"result of slice {task.first + offset + 1} (type "
+                                      f"{type(results[offset]).__name__}) could not be pickled: {exc}")
             errors.append(failure)
         if errors:
             frames.append(codec.dumps(errors)[0])
@@ -182,14 +237,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--connect", required=True)
     parser.add_argument("--identity", required=True)
     parser.add_argument("--parent", type=int, default=0)
+    parser.add_argument("--memory-limit", type=int, default=0, help="bytes of address space")
+    parser.add_argument("--recycle-slices", type=int, default=0)
+    parser.add_argument("--recycle-rss", type=int, default=0, help="bytes")
     opts = parser.parse_args(argv)
-    _die_with_parent(opts.parent)
     try:
         os.setpgid(0, 0)
     except OSError:
         pass
+    _die_with_parent(opts.parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
-    worker = Worker(opts.connect, opts.identity.encode())
+    if opts.memory_limit:
+        _limit_memory(opts.memory_limit)
+    worker = Worker(opts.connect, opts.identity.encode(), opts.recycle_slices, opts.recycle_rss)
     worker.serve()
     worker.socket.close(linger=1000)
     worker.context.term()
