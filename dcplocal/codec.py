@@ -80,13 +80,11 @@ def loads(frames: Sequence[Any]) -> Any:
 
 def _uniform_native(values: Sequence[Any]) -> Any:
     """The one native numeric type of ``values`` (int, float or bool) or None."""
-    kind = type(values[0])
-    if kind not in _NATIVE_DTYPES:
+    kinds = set(map(type, values))
+    if len(kinds) != 1:
         return None
-    for value in values:
-        if type(value) is not kind:
-            return None
-    return kind
+    kind = kinds.pop()
+    return kind if kind in _NATIVE_DTYPES else None
 
 
 def _typed_array(values: Sequence[Any]) -> Optional[Tuple[np.ndarray, str]]:

@@ -11,6 +11,7 @@ Must not know: sockets, processes, the scheduler's policy.
 from __future__ import annotations
 
 import itertools
+import numbers
 import os
 import queue
 import sys
@@ -102,28 +103,35 @@ class Job(EventEmitter):
     def exec(self, slicePaymentOffer: Any = None, paymentAccountKeystore: Any = None,
              initialSliceProfile: Any = None) -> ResultHandle:
         """Deploy on ``job.scheduler`` (default: the embedded local runtime); block until done."""
-        if slicePaymentOffer is not None:
-            self.slicePaymentOffer = slicePaymentOffer
-        if paymentAccountKeystore is not None:
-            self.paymentAccount = paymentAccountKeystore
-        if initialSliceProfile is not None:
-            self.initialSliceProfile = initialSliceProfile
+        self._take_exec_args(slicePaymentOffer, paymentAccountKeystore, initialSliceProfile)
         return self._run_on(self.scheduler or default_runtime(), None)
 
     def localExec(self, cores: Any = None, *exec_args: Any) -> ResultHandle:
         """Run on this machine: ``cores`` worker processes (None = all cores; 0/False = in this
-        process, serially, so a debugger stops in the work function). Returns the results."""
-        if cores is not None and (isinstance(cores, bool) and cores) or (
-                cores is not None and not isinstance(cores, (bool, int))):
+        process, serially, so a debugger stops in the work function). Returns the results.
+        Further arguments are exec's (slicePaymentOffer, paymentAccountKeystore, …)."""
+        if isinstance(cores, bool):
+            if cores:
+                raise ETYPE("localExec(True) is ambiguous: pass a number of cores, None or False")
+        elif cores is not None and not isinstance(cores, numbers.Integral):
             raise ETYPE(f"localExec(cores): cores must be an int, None or False, not {cores!r}")
-        if cores is not None and not isinstance(cores, bool) and cores < 0:
+        elif cores is not None and cores < 0:
             raise EINVAL(f"localExec(cores): cores must be >= 0, not {cores}")
-        if exec_args:
-            self.exec.__func__  # the remaining arguments are exec's: validated the same way
-            self.slicePaymentOffer = exec_args[0]
+        if len(exec_args) > 3:
+            raise ETYPE(f"localExec(cores, slicePaymentOffer, paymentAccountKeystore, "
+                        f"initialSliceProfile): got {1 + len(exec_args)} arguments")
+        self._take_exec_args(*exec_args)
         if cores is False or cores == 0:
             return self._run_in_process()
-        return self._run_on(self.scheduler or default_runtime(), cores or os.cpu_count() or 1)
+        return self._run_on(self.scheduler or default_runtime(), int(cores or os.cpu_count() or 1))
+
+    def _take_exec_args(self, offer: Any = None, keystore: Any = None, profile: Any = None) -> None:
+        if offer is not None:
+            self.slicePaymentOffer = offer
+        if keystore is not None:
+            self.setPaymentAccountKeystore(keystore)
+        if profile is not None:
+            self.initialSliceProfile = profile
 
     def wait(self) -> ResultHandle:
         """The results of a finished job (the official SDK's ``job.wait()``)."""
@@ -201,8 +209,13 @@ class Job(EventEmitter):
         if self._spec is not None:
             spec = self._spec
             return ResultHandle(self._store, spec.key, lambda a, b: list(spec.slice_data(a, b - a)),
-                                spec.shape)
-        return ResultHandle(self._store, self._data.key, self._data.keys)
+                                spec.shape, self._emit_result)
+        return ResultHandle(self._store, self._data.key, self._data.keys, None, self._emit_result)
+
+    def _emit_result(self, index: int, task_id: Optional[int] = None) -> None:
+        self.emit("result", Payload(job=self.id, address=self.id, task=task_id, sliceNumber=index + 1,
+                                    sort=index, input=self.results.key(index),
+                                    result=self._store.get(index)))
 
     def _set_run_status(self, run_status: str) -> None:
         if self.status.runStatus != run_status:
@@ -317,7 +330,7 @@ class Job(EventEmitter):
             self.status.update(status)
         error_descriptions = codec.loads(frames[-1:]) if msg.errors else []
         values, native, failures = codec.unpack_results(frames[:-1] if msg.errors else frames)
-        self._store.put(msg.first, values, native)
+        self._store.put(msg.first, values, native, msg.elapsed)
         self.status.computed = self._store.computed - len(self._store.errors)
         for offset, exc in failures:
             index = msg.first + offset
@@ -328,14 +341,7 @@ class Job(EventEmitter):
         for description in error_descriptions:
             index = description["slice"]
             self._slice_error(index, self._restore_error(description), description["stack"])
-        if self.listenerCount("result"):
-            failed = self._store.errors
-            for index in range(msg.first, msg.first + msg.count):
-                if index not in failed:
-                    self.emit("result", Payload(
-                        job=self.id, address=self.id, task=msg.task_id, sliceNumber=index + 1,
-                        sort=index, input=self.results.key(index), result=self._store.get(index)))
-        self.emit("resultsUpdated", Payload(job=self.id, address=self.id))
+        self._emit_results(msg)
 
     def _restore_error(self, description: Dict[str, Any]) -> BaseException:
         index = description["slice"]
@@ -426,12 +432,10 @@ class Job(EventEmitter):
         return self._finish("complete")
 
     def _emit_results(self, done: protocol.TaskDone) -> None:
-        if self.listenerCount("result"):
+        if self.listenerCount("result"):  # per-slice events cost nothing unless listened to
             for index in range(done.first, done.first + done.count):
                 if index not in self._store.errors:
-                    self.emit("result", Payload(
-                        job=self.id, address=self.id, task=done.task_id, sliceNumber=index + 1,
-                        sort=index, input=self.results.key(index), result=self._store.get(index)))
+                    self._emit_result(index, done.task_id)
         self.emit("resultsUpdated", Payload(job=self.id, address=self.id))
 
     def _in_process_batches(self) -> Iterator[Tuple[int, List[Any]]]:

@@ -10,6 +10,7 @@ Must not know: sockets, the broker, how results got here.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -30,6 +31,8 @@ class ResultStore:
         self.native = True
         self.done = np.zeros(capacity, dtype=bool)
         self.errors: Dict[int, BaseException] = {}
+        #: per slot: when its batch started computing and when its result arrived (epoch seconds)
+        self.times = np.zeros((capacity, 2), dtype=np.float64)
         self.computed = 0
         self.duplicates = 0
 
@@ -42,6 +45,7 @@ class ResultStore:
         if end <= self.done.size:
             return
         capacity = max(end, 2 * self.done.size)
+        self.times = np.concatenate([self.times, np.zeros((capacity - self.done.size, 2))])
         self.done = np.concatenate([self.done, np.zeros(capacity - self.done.size, dtype=bool)])
         if self.array is not None:
             grown = np.empty(capacity, dtype=self.array.dtype)
@@ -58,10 +62,12 @@ class ResultStore:
             objects[index] = source.tolist() if self.native else list(source)
         self.array, self.native = objects, True
 
-    def put(self, first: int, values: Any, native: bool) -> int:
+    def put(self, first: int, values: Any, native: bool, elapsed: float = 0.0) -> int:
         """Store a batch starting at slot ``first``; returns how many slots were newly filled."""
         count = len(values)
         self._grow(first + count)
+        now = time.time()
+        self.times[first:first + count] = (now - elapsed, now)
         if isinstance(values, np.ndarray) and values.dtype != object:
             if self.array is None:
                 self.array, self.native = np.empty(self.done.size, dtype=values.dtype), native
@@ -81,6 +87,13 @@ class ResultStore:
         self.computed += new
         self.duplicates += count - new
         return new
+
+    def delete(self, mask: np.ndarray) -> None:
+        """Forget the results (and errors) of the slots selected by ``mask``."""
+        self.done[: mask.size] &= ~mask
+        for index in [i for i in self.errors if i < mask.size and mask[i]]:
+            del self.errors[index]
+        self.computed = int(self.done.sum())
 
     def put_error(self, index: int, error: BaseException) -> None:
         self._grow(index + 1)
@@ -133,8 +146,10 @@ class ResultHandle(Sequence):
 
     def __init__(self, store: ResultStore, key_of: Callable[[int], Any],
                  keys_of: Optional[Callable[[int, int], List[Any]]] = None,
-                 shape: Optional[Tuple[int, ...]] = None) -> None:
+                 shape: Optional[Tuple[int, ...]] = None,
+                 emit_result: Optional[Callable[[int], None]] = None) -> None:
         self._store, self._key_of, self._shape = store, key_of, shape
+        self._emit_result = emit_result
         self._keys_of = keys_of or (lambda a, b: [key_of(i) for i in range(a, b)])
 
     # ---- sequence view ----------------------------------------------------------------------
@@ -219,25 +234,68 @@ class ResultHandle(Sequence):
         """Whether slice ``index``'s result is here (computed, not failed)."""
         return self._store.available(index)
 
-    def list(self, range_object: Any = None) -> Any:
-        """Slice numbers (1-based, as the spec) whose results are available, as a sparse range."""
-        from .ranges import RangeObject, SparseRangeObject, to_input_spec
+    def _selected(self, range_object: Any) -> np.ndarray:
+        """Mask of the slots whose 1-based slice numbers are in ``range_object`` (all if None)."""
+        from .ranges import to_input_spec
 
-        mask = self._store.done[: self._store.size].copy()
+        size = self._store.size
+        if range_object is None:
+            return np.ones(size, dtype=bool)
+        spec = to_input_spec(range_object)
+        if spec is None:
+            raise ETYPE(f"expected a range object of slice numbers, not {type(range_object).__name__}")
+        numbers = np.asarray(spec.slice_data(0, len(spec)), dtype=np.int64) - 1
+        mask = np.zeros(size, dtype=bool)
+        mask[numbers[(numbers >= 0) & (numbers < size)]] = True
+        return mask
+
+    def _available(self, range_object: Any) -> np.ndarray:
+        mask = self._store.done[: self._store.size] & self._selected(range_object)
         for index in self._store.errors:
             if index < mask.size:
                 mask[index] = False
-        if range_object is not None:
-            wanted = np.zeros_like(mask)
-            spec = to_input_spec(range_object)
-            if spec is None:
-                raise ETYPE("list(range): expected a range object")
-            numbers = np.asarray(spec.slice_data(0, len(spec)), dtype=np.int64) - 1
-            numbers = numbers[(numbers >= 0) & (numbers < mask.size)]
-            wanted[numbers] = True
-            mask &= wanted
+        return mask
+
+    @staticmethod
+    def _as_range(mask: np.ndarray) -> Any:
+        from .ranges import RangeObject, SparseRangeObject
+
         runs = collate.done_runs(mask)
         return SparseRangeObject([RangeObject(int(a) + 1, int(b)) for a, b in runs])
+
+    def list(self, range_object: Any = None) -> Any:
+        """Slice numbers (1-based, as the spec) whose results are available, as a sparse range."""
+        return self._as_range(self._available(range_object))
+
+    def stat(self, range_object: Any = None) -> List[Dict[str, Any]]:
+        """For each available slice in range: ``{sliceNumber, distributedTime, computedTime,
+        payment}`` (epoch seconds; local execution is free, so payment is 0)."""
+        times = self._store.times
+        return [{"sliceNumber": int(i) + 1, "distributedTime": float(times[i, 0]),
+                 "computedTime": float(times[i, 1]), "payment": 0}
+                for i in np.flatnonzero(self._available(range_object))]
+
+    def delete(self, range_object: Any = None) -> Any:
+        """Forget the results of the slices in range (all if None); returns what was deleted."""
+        mask = self._available(range_object)
+        self._store.delete(mask | (self._selected(range_object) & self._failed_mask()))
+        return self._as_range(mask)
+
+    def _failed_mask(self) -> np.ndarray:
+        mask = np.zeros(self._store.size, dtype=bool)
+        for index in self._store.errors:
+            if index < mask.size:
+                mask[index] = True
+        return mask
+
+    def fetch(self, range_object: Any = None, emitEvents: Any = False) -> "ResultHandle":
+        """Results are collated into this handle as they are computed, so nothing is missing
+        locally; with ``emitEvents="all"`` a ``result`` event is emitted for every available
+        slice in range (``True`` emits only for slices not already present: none)."""
+        if emitEvents == "all" and self._emit_result is not None:
+            for index in np.flatnonzero(self._available(range_object)):
+                self._emit_result(int(index))
+        return self
 
 
 class _Missing:
