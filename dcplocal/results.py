@@ -31,8 +31,9 @@ class ResultStore:
         self.native = True
         self.done = np.zeros(capacity, dtype=bool)
         self.errors: Dict[int, BaseException] = {}
-        #: per slot: when its batch started computing and when its result arrived (epoch seconds)
-        self.times = np.zeros((capacity, 2), dtype=np.float64)
+        #: batch first slot -> (count, started, arrived) in epoch seconds; per batch, not per slot,
+        #: so a 10M-slice job does not pay 160 MB for timestamps
+        self.batches: Dict[int, Tuple[int, float, float]] = {}
         self.computed = 0
         self.duplicates = 0
 
@@ -45,7 +46,6 @@ class ResultStore:
         if end <= self.done.size:
             return
         capacity = max(end, 2 * self.done.size)
-        self.times = np.concatenate([self.times, np.zeros((capacity - self.done.size, 2))])
         self.done = np.concatenate([self.done, np.zeros(capacity - self.done.size, dtype=bool)])
         if self.array is not None:
             grown = np.empty(capacity, dtype=self.array.dtype)
@@ -67,7 +67,7 @@ class ResultStore:
         count = len(values)
         self._grow(first + count)
         now = time.time()
-        self.times[first:first + count] = (now - elapsed, now)
+        self.batches[first] = (count, now - elapsed, now)
         if isinstance(values, np.ndarray) and values.dtype != object:
             if self.array is None:
                 self.array, self.native = np.empty(self.done.size, dtype=values.dtype), native
@@ -87,6 +87,19 @@ class ResultStore:
         self.computed += new
         self.duplicates += count - new
         return new
+
+    def times(self, indices: np.ndarray) -> np.ndarray:
+        """(started, arrived) epoch seconds of the batch that computed each slot in ``indices``."""
+        firsts = np.array(sorted(self.batches), dtype=np.int64)
+        out = np.zeros((len(indices), 2))
+        if not firsts.size:
+            return out
+        owners = firsts[np.maximum(np.searchsorted(firsts, indices, side="right") - 1, 0)]
+        for row, (index, first) in enumerate(zip(indices.tolist(), owners.tolist())):
+            count, started, arrived = self.batches[first]
+            if first <= index < first + count:
+                out[row] = (started, arrived)
+        return out
 
     def delete(self, mask: np.ndarray) -> None:
         """Forget the results (and errors) of the slots selected by ``mask``."""
@@ -270,10 +283,10 @@ class ResultHandle(Sequence):
     def stat(self, range_object: Any = None) -> List[Dict[str, Any]]:
         """For each available slice in range: ``{sliceNumber, distributedTime, computedTime,
         payment}`` (epoch seconds; local execution is free, so payment is 0)."""
-        times = self._store.times
-        return [{"sliceNumber": int(i) + 1, "distributedTime": float(times[i, 0]),
-                 "computedTime": float(times[i, 1]), "payment": 0}
-                for i in np.flatnonzero(self._available(range_object))]
+        indices = np.flatnonzero(self._available(range_object))
+        times = self._store.times(indices)
+        return [{"sliceNumber": int(i) + 1, "distributedTime": float(t[0]),
+                 "computedTime": float(t[1]), "payment": 0} for i, t in zip(indices, times)]
 
     def delete(self, range_object: Any = None) -> Any:
         """Forget the results of the slices in range (all if None); returns what was deleted."""

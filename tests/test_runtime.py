@@ -1,0 +1,123 @@
+"""The warm runtime: reuse across jobs, concurrent jobs, lifecycle, and the broker thread's hygiene."""
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import dcplocal
+from dcplocal import compute
+
+
+def test_a_second_job_reuses_the_same_worker_processes(runtime):
+    def pid(x):
+        return os.getpid()
+    job = compute.for_(0, 199, pid)
+    job.scheduler = runtime
+    first = set(job.exec())
+    job2 = compute.for_(0, 199, pid)
+    job2.scheduler = runtime
+    assert set(job2.exec()) <= set(runtime.worker_pids())
+    assert first <= set(runtime.worker_pids())
+
+
+def test_the_work_function_is_shipped_once_per_worker(runtime):
+    job = compute.for_(0, 9999, lambda x: x)
+    job.scheduler = runtime
+    job.exec()
+    sends = runtime.query(lambda b: b.scheduler._next_task_id)
+    assert sends > 2  # many tasks ...
+    # ... but the job definition went to each worker once: the scheduler tracks who knows it
+    job2 = compute.for_(0, 9999, lambda x: -x)
+    job2.scheduler = runtime
+    assert job2.exec()[5] == -5
+
+
+def test_two_jobs_from_two_threads_run_concurrently_on_one_runtime(runtime):
+    results = {}
+    barrier = threading.Barrier(2)
+
+    def run(name, offset):
+        job = compute.for_(0, 4999, lambda x, k: x + k, [offset])
+        job.scheduler = runtime
+        thread_ids = set()
+        job.on("resultsUpdated", lambda ev: thread_ids.add(threading.get_ident()))
+        barrier.wait()
+        results[name] = (list(job.exec()), thread_ids)
+
+    threads = [threading.Thread(target=run, args=("a", 0)), threading.Thread(target=run, args=("b", 10**6))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results["a"][0] == list(range(5000))
+    assert results["b"][0] == [x + 10**6 for x in range(5000)]
+    # each job's listeners ran on that job's own calling thread
+    assert len(results["a"][1]) == 1 and len(results["b"][1]) == 1
+    assert results["a"][1] != results["b"][1]
+
+
+def test_listeners_never_run_on_the_broker_thread(runtime):
+    job = compute.for_(0, 99, lambda x: x)
+    job.scheduler = runtime
+    names = set()
+    for event in ("result", "status", "resultsUpdated", "complete"):
+        job.on(event, lambda *a: names.add(threading.current_thread().name))
+    job.exec()
+    assert names == {threading.current_thread().name}
+
+
+def test_close_stops_every_worker_and_the_runtime_can_start_again():
+    rt = dcplocal.LocalRuntime(workers=2)
+    job = compute.for_(0, 9, lambda x: x * 3)
+    job.scheduler = rt
+    assert job.exec() == [x * 3 for x in range(10)]
+    pids = rt.worker_pids()
+    rt.close()
+    import psutil
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert job.exec() == [x * 3 for x in range(10)]
+    rt.close()
+
+
+def test_numeric_results_arrive_as_one_typed_array(runtime):
+    job = compute.for_(0, 99_999, lambda x: x * 0.5)
+    job.scheduler = runtime
+    results = job.exec()
+    array = np.asarray(results)
+    assert array.dtype == np.float64 and array.shape == (100_000,)
+    assert np.shares_memory(array, np.asarray(results))
+    assert array[12345] == 12345 * 0.5
+    assert type(results[3]) is float
+
+
+def test_large_array_results_travel_out_of_band_intact(runtime):
+    job = compute.for_(0, 5, lambda x: np.full(1_000_000, x, dtype=np.float64))
+    job.scheduler = runtime
+    results = job.exec()
+    assert all(results[i].shape == (1_000_000,) and results[i][-1] == i for i in range(6))
+
+
+def test_streamed_generator_with_backpressure(runtime):
+    pulled = []
+
+    def gen():
+        for i in range(20_000):
+            pulled.append(i)
+            yield i
+    job = compute.for_(gen(), lambda x: x + 1)
+    job.scheduler = runtime
+    high_water = []
+    job.on("resultsUpdated", lambda ev: high_water.append(len(pulled) - job.status.computed))
+    results = job.exec()
+    assert list(results) == [i + 1 for i in range(20_000)]
+    assert results.keys()[:3] == [0, 1, 2]
+    assert max(high_water) < 20_000  # never the whole input pulled ahead of the results
+
+
+def test_in_process_execution_runs_in_this_process():
+    job = compute.for_(0, 3, lambda x: os.getpid())
+    assert set(job.localExec(0)) == {os.getpid()}
+    assert set(compute.for_([1, 2], lambda x: os.getpid()).localExec(False)) == {os.getpid()}
