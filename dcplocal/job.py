@@ -224,6 +224,9 @@ class Job(EventEmitter):
 
     # ---- running on a runtime -----------------------------------------------------------------
     def _run_on(self, runtime: LocalRuntime, cores: Optional[int]) -> ResultHandle:
+        if not isinstance(runtime, LocalRuntime):
+            raise ETYPE(f"job.scheduler must be a dcplocal.LocalRuntime (remote schedulers are not "
+                        f"supported yet), not {type(runtime).__name__}")
         if self.status.runStatus == "running":
             raise EPERM(f"job {self.id} is already running")
         submission = self._submission()  # bad input fails here, before any worker starts
@@ -271,10 +274,17 @@ class Job(EventEmitter):
             elif kind == "failed":
                 self._on_failed(item[1])
             elif kind == "ended":
+                self._seal_input()
                 self._emit_status()
                 return item[1]
             elif kind == "broken":
                 raise item[1]
+
+    def _seal_input(self) -> None:
+        """A streamed input set's length is known once it ended: results end there too."""
+        if self._data is not None and self._data.length is not None:
+            self._store.total = self._data.length
+            self.status.total = self._data.length
 
     def _drain_after_interrupt(self, link: JobLink, timeout: float = 3.0) -> None:
         deadline = time.monotonic() + timeout
@@ -426,8 +436,7 @@ class Job(EventEmitter):
             self._emit_results(done)
             if len(self._store.errors) > self.errorLimit:
                 return self._finish("failed")
-        if self._data is not None:
-            self._store.total = self._data.length
+        self._seal_input()
         self._emit_status()
         return self._finish("complete")
 

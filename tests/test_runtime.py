@@ -104,7 +104,7 @@ def test_streamed_generator_with_backpressure(runtime):
     pulled = []
 
     def gen():
-        for i in range(20_000):
+        for i in range(20_001):  # a length no growth pattern of the result store lands on
             pulled.append(i)
             yield i
     job = compute.for_(gen(), lambda x: x + 1)
@@ -112,7 +112,8 @@ def test_streamed_generator_with_backpressure(runtime):
     high_water = []
     job.on("resultsUpdated", lambda ev: high_water.append(len(pulled) - job.status.computed))
     results = job.exec()
-    assert list(results) == [i + 1 for i in range(20_000)]
+    assert len(results) == 20_001
+    assert list(results) == [i + 1 for i in range(20_001)]
     assert results.keys()[:3] == [0, 1, 2]
     assert max(high_water) < 20_000  # never the whole input pulled ahead of the results
 
