@@ -22,5 +22,4 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "psutil>=5.9"],
         "bench": ["joblib", "loky", "ray", "dask[distributed]", "matplotlib", "psutil>=5.9"],
     },
-    entry_points={"console_scripts": ["dcplocal=dcplocal.__main__:main"]},
 )
