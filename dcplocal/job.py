@@ -46,6 +46,9 @@ STATUS_INTERVAL = 0.1
 IN_PROCESS_BATCH = 256
 
 
+_NO_SAMPLE = object()
+
+
 class _Aio:
     """``await job.aio.exec()`` / ``await job.aio.localExec(n)``: the blocking calls on a thread,
     with listeners still running on that one thread."""
@@ -146,6 +149,25 @@ class Job(EventEmitter):
         self._cancel_requested = True
         if self._link is not None:
             self._link.cancel()
+
+    def estimate(self, sample: Any = _NO_SAMPLE) -> Dict[str, float]:
+        """Run one slice here, in this process, and return its SliceProfile: ``cpuHours`` (CPU
+        time), ``gpuHours`` (0), ``inputMBytes`` and ``outputMBytes`` (pickled sizes). The datum is
+        ``sample`` or, by default, the first element of the input set."""
+        if sample is _NO_SAMPLE:
+            sample = self._spec.key(0) if self._spec is not None else self._data.first()
+        fn = load_work(self._work_fn)
+        spread = bool(self._spec is not None and self._spec.spread)
+        with SandboxEnvironment(capture_output=True):
+            cpu = time.process_time()
+            values, errors, _ = run_batch(fn, [sample], self._args, spread, self.id or "", 0,
+                                          lambda *_: None, self.public)
+            cpu = time.process_time() - cpu
+        if errors:
+            raise errors[0][1]
+        return {"cpuHours": cpu / 3600, "gpuHours": 0.0,
+                "inputMBytes": len(codec.dumps(sample)[0]) / 1e6,
+                "outputMBytes": sum(len(memoryview(f)) for f in codec.dumps(values[0])) / 1e6}
 
     def setSlicePaymentOffer(self, offer: Any) -> None:
         self.slicePaymentOffer = offer

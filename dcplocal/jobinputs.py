@@ -77,6 +77,14 @@ class DataInput:
                 return
             yield first, items
 
+    def first(self) -> Any:
+        """The first input, without consuming a one-shot iterator (for job.estimate)."""
+        if self._sequence is not None:
+            return self._sequence[0]
+        if self._keys is not None and self._keys.size:
+            return self._keys.get(0)
+        raise EPERM("estimate() needs a sample: the input set is a one-shot iterator")
+
     def key(self, index: int) -> Any:
         if self._sequence is not None:
             return self._sequence[index]

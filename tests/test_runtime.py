@@ -122,3 +122,17 @@ def test_in_process_execution_runs_in_this_process():
     job = compute.for_(0, 3, lambda x: os.getpid())
     assert set(job.localExec(0)) == {os.getpid()}
     assert set(compute.for_([1, 2], lambda x: os.getpid()).localExec(False)) == {os.getpid()}
+
+
+def test_estimate_characterises_one_slice_in_process():
+    def work(x):
+        total = 0
+        for i in range(200_000):
+            total += i
+        return bytes(1000)
+    profile = compute.for_(0, 9, work).estimate()
+    assert profile["cpuHours"] > 0 and profile["gpuHours"] == 0
+    assert 0.001 <= profile["outputMBytes"] < 0.002
+    assert compute.for_([b"x" * 5000], lambda b: 0).estimate()["inputMBytes"] >= 0.005
+    with pytest.raises(ZeroDivisionError):
+        compute.for_(0, 3, lambda x: 1 / x).estimate(0)
