@@ -63,6 +63,8 @@ def _track(job: Job) -> Job:
 
 
 def _job_from_input(input_set: Any, work: Any, arguments: Any) -> Job:
+    if isinstance(input_set, range) and len(input_set):  # travels as a range, not as data
+        input_set = RangeObject(input_set.start, input_set[-1], input_set.step)
     spec = ranges.to_input_spec(input_set)
     if spec is not None:
         return _track(Job(spec, None, _check_work(work), _check_args(arguments)))

@@ -136,3 +136,10 @@ def test_estimate_characterises_one_slice_in_process():
     assert compute.for_([b"x" * 5000], lambda b: 0).estimate()["inputMBytes"] >= 0.005
     with pytest.raises(ZeroDivisionError):
         compute.for_(0, 3, lambda x: 1 / x).estimate(0)
+
+
+def test_a_python_range_input_travels_as_a_range():
+    job = compute.for_(range(5, 50, 7), lambda x: x * 2)
+    assert job._spec is not None and job._data is None
+    assert job.localExec(2) == [x * 2 for x in range(5, 50, 7)]
+    assert job.results.keys() == list(range(5, 50, 7))
