@@ -211,7 +211,8 @@ class Job(EventEmitter):
         total = len(self._spec) if self._spec is not None else self._data.length
         info = JobInfo(self.id or "", total, streaming=self._spec is None, error_limit=self.errorLimit,
                        max_attempts=self.maxAttempts, progress_timeout=self.progressTimeout,
-                       slice_timeout=self.sliceTimeout)
+                       slice_timeout=self.sliceTimeout,
+                       initial_slice_seconds=_profile_seconds(self.initialSliceProfile))
         options = {"spread": bool(self._spec is not None and self._spec.spread),
                    "public": dict(self.public), "heartbeat": self._watchdog_interval(),
                    "max_result_bytes": self.maxResultBytes}
@@ -476,6 +477,14 @@ class Job(EventEmitter):
         else:
             self._data.restart()
             yield from self._data.batches(IN_PROCESS_BATCH)
+
+
+def _profile_seconds(profile: Any) -> Optional[float]:
+    """Seconds per slice from a SliceProfile's ``cpuHours`` (None when absent or invalid)."""
+    if isinstance(profile, dict) and isinstance(profile.get("cpuHours"), (int, float)):
+        seconds = float(profile["cpuHours"]) * 3600
+        return seconds if seconds > 0 else None
+    return None
 
 
 def _pickle(what: str, obj: Any) -> bytes:

@@ -6,7 +6,8 @@ multiprocessing's *spawn*, but without re-importing the user's ``__main__``: a s
 through a pidfd registered with the event loop (Linux ≥ 5.3), which becomes readable the moment
 the process exits, whatever killed it; elsewhere a waiter thread stands in for the pidfd.
 
-Each worker leads its own process group, so ``kill`` takes the work function's children with it.
+Each worker leads its own session and process group, so ``kill`` takes the work function's
+children with it and a terminal's Ctrl-C reaches only the client.
 
 This module knows no messages and no jobs: it deals in identities (bytes) and exit codes, and
 calls ``on_exit(identity, exitcode)`` on the event loop's thread.
@@ -57,7 +58,10 @@ class Supervisor:
         popen = subprocess.Popen(
             [sys.executable, "-m", "dcplocal.worker", "--connect", self.address,
              "--identity", identity.decode(), "--parent", str(os.getpid()), *self.worker_args],
-            env=self._environment(), stdin=subprocess.DEVNULL, close_fds=True)
+            env=self._environment(), stdin=subprocess.DEVNULL, close_fds=True,
+            # Its own session from the first instruction: a Ctrl-C at the terminal must never
+            # reach a worker, not even one still importing numpy.
+            start_new_session=True)
         pidfd = self._watch(identity, popen)
         self.children[identity] = _Child(identity, popen, pidfd)
         return identity

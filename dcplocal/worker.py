@@ -191,6 +191,7 @@ class Worker:
             self.heartbeat.watch(task_id, interval)
 
     def run_task(self, task: protocol.Task, chunk: List[Any]) -> None:
+        started = time.perf_counter()  # the task's whole cost (expand, run, pack) sizes batches
         job = self.jobs[task.job_id]
         _running.first, _running.results = task.first, []  # watchdog: "at the first slice"
         self._watch(task.task_id, job)
@@ -198,24 +199,24 @@ class Worker:
             job.load()
             if job.error is not None:
                 errors = [describe_error(job.error, task.first + i) for i in range(task.count)]
-                return self._reply(task, job, [None] * task.count, errors, 0.0)
+                return self._reply(task, job, [None] * task.count, errors, started)
             if task.chunk_first >= 0:
                 start = task.first - task.chunk_first
                 data = codec.loads(chunk)[start:start + task.count]
             else:
                 data = job.spec.slice_data(task.first, task.count)
-            results, errors, elapsed = run_batch(
+            results, errors, _ = run_batch(
                 job.fn, data, job.args, job.options.get("spread", False), task.job_id,
                 task.first, self.send, job.options.get("public"))
             described = [describe_error(exc, index) for index, exc in errors]
-            self._reply(task, job, results, described, elapsed)
+            self._reply(task, job, results, described, started)
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.watch(0, 0)
             self.slices_run += task.count
 
     def _reply(self, task: protocol.Task, job: _LoadedJob, results: List[Any],
-               errors: List[Dict[str, Any]], elapsed: float) -> None:
+               errors: List[Dict[str, Any]], started: float) -> None:
         def at_item(offset: int) -> None:  # the watchdog blames the result being pickled
             _running.first, _running.results = task.first + offset, []
 
@@ -228,6 +229,7 @@ class Worker:
             errors.append(failure)
         if errors:
             frames.append(codec.dumps(errors)[0])
+        elapsed = time.perf_counter() - started
         done = protocol.TaskDone(task.task_id, task.job_id, task.first, task.count, elapsed, len(errors))
         self.send(done, frames)
 
@@ -242,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--recycle-rss", type=int, default=0, help="bytes")
     opts = parser.parse_args(argv)
     try:
-        os.setpgid(0, 0)
+        os.setpgid(0, 0)  # already done by the supervisor (new session); for manual starts
     except OSError:
         pass
     _die_with_parent(opts.parent)

@@ -72,8 +72,18 @@ def test_batches_start_small_grow_to_target_and_shrink_at_the_tail():
         position += count
     assert position == 1_000_000
     assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
-    # the tail: the last tasks are small, never more than remaining/(2*workers) when taken
-    assert sizes[-1] <= 2
+    # the tail: batches shrink after the peak, but never below ~TAIL_FLOOR_SECONDS of work
+    floor = round(s.TAIL_FLOOR_SECONDS / 1e-6) - 1  # -1: float rounding of elapsed/count
+    peak = sizes.index(max(sizes))
+    assert sizes[-1] < max(sizes)
+    assert all(size >= floor for size in sizes[peak:-1])
+    assert len(sizes) <= 1_000_000 * 1e-6 / s.TARGET_TASK_SECONDS + 20  # ramp and tail add few
+
+
+def test_an_initial_slice_profile_seeds_the_first_batch():
+    sim = Sim(workers=1)
+    sim.submit(1_000_000, initial_slice_seconds=1e-5)
+    assert sim.running["w0"].count == round(s.TARGET_TASK_SECONDS / 1e-5)
 
 
 def test_slow_slices_get_single_slice_tasks():
@@ -95,7 +105,7 @@ def test_job_definition_is_sent_once_per_worker_and_forgotten_at_the_end():
 
 def test_a_dead_workers_batch_is_split_and_retried_without_penalty():
     sim = Sim(workers=2)
-    sim.submit(1000)
+    sim.submit(100_000)
     for _ in range(6):  # grow batches
         sim.complete("w0")
     victim = sim.running["w0"]
