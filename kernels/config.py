@@ -45,6 +45,6 @@ def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     if compiled is None:
         import numba
 
-        compiled = numba.njit(nopython=NOPYTHON, cache=CACHE, nogil=True)(fn)
+        compiled = numba.jit(nopython=NOPYTHON, cache=CACHE, nogil=True)(fn)
         _compiled[fn] = compiled
     return compiled
