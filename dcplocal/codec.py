@@ -91,8 +91,8 @@ def _typed_array(values: Sequence[Any]) -> Optional[Tuple[np.ndarray, str]]:
     """``(array, origin)`` when every value is a numeric scalar of one type, else None."""
     native = _uniform_native(values)
     if native is not None:
-        try:
-            return np.array(values, dtype=_NATIVE_DTYPES[native]), "native"
+        try:  # every value is known to be of this one type, so fromiter cannot coerce anything
+            return np.fromiter(values, dtype=_NATIVE_DTYPES[native], count=len(values)), "native"
         except OverflowError:  # an int beyond int64 stays an exact Python int
             return None
     first = values[0]

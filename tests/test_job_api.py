@@ -254,6 +254,8 @@ def test_numeric_results_are_typed_and_mixed_results_fall_back():
     assert array.dtype == np.int64 and array.tolist() == list(range(1000)) and type(ints[5]) is int
     mixed = compute.for_(0, 3, lambda x: x if x % 2 else str(x)).localExec(2)
     assert mixed == ["0", 1, "2", 3]
+    huge = compute.for_(0, 2, lambda x: 2**63 + x).localExec(2)  # beyond int64: stays exact
+    assert huge == [2**63, 2**63 + 1, 2**63 + 2] and all(type(v) is int for v in huge)
     numpy_scalars = compute.for_(0, 2, lambda x: np.float32(x) / 2).localExec(2)
     assert np.asarray(numpy_scalars).dtype == np.float32 and isinstance(numpy_scalars[1], np.float32)
 
