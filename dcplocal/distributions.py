@@ -17,11 +17,11 @@ from __future__ import annotations
 import math
 import numbers
 import secrets
-from collections.abc import Sequence
 from typing import Any, List, Optional
 
 from .errors import EINVAL
 from .inputs import DistributionSpec
+from .ranges import SpecSequence
 
 
 def _count(n: Any) -> int:
@@ -36,7 +36,7 @@ def _real(name: str, value: Any) -> float:
     return float(value)
 
 
-class DistributionObject(Sequence):
+class DistributionObject(SpecSequence):
     """A lazy input set of ``n`` samples; usable wherever a range object is."""
 
     def __init__(self, kind: str, n: int, params: tuple, seed: Optional[int]) -> None:
@@ -45,22 +45,14 @@ class DistributionObject(Sequence):
         elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise EINVAL(f"distribution seed must be an integer, not {seed!r}")
         self.kind, self.seed = kind, int(seed)
-        self.spec = DistributionSpec(kind, n, params, self.seed)
-
-    def __len__(self) -> int:
-        return len(self.spec)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self.spec.key(k) for k in range(len(self))[index]]
-        return self.spec.key(int(index))
+        self._spec = DistributionSpec(kind, n, params, self.seed)
 
     def materialize(self) -> List[Any]:
         """The values, frozen into a list (itself a valid input set)."""
         return list(self.spec.slice_data(0, len(self)))
 
     def __repr__(self) -> str:
-        return f"<{self.kind} distribution n={len(self)} params={self.spec.params} seed={self.seed}>"
+        return f"<{self.kind} distribution n={len(self)} params={self._spec.params} seed={self.seed}>"
 
 
 class _Set:

@@ -16,7 +16,8 @@ import math
 import numbers
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -54,7 +55,30 @@ def _group(value: Any) -> Optional[int]:
     return int(value)
 
 
-class RangeObject(Sequence):
+class SpecSequence(Sequence):
+    """A lazy sequence of slice data backed by an `InputSpec` (``self._spec``)."""
+
+    _spec: InputSpec
+
+    @property
+    def spec(self) -> InputSpec:
+        return self._spec
+
+    def __len__(self) -> int:
+        return len(self._spec)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._spec.key(k) for k in range(len(self))[index]]
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise ETYPE(f"indices must be integers or slices, not {type(index).__name__}")
+        try:
+            return self._spec.key(int(index))
+        except IndexError as exc:
+            raise ERANGE(str(exc)) from None
+
+
+class RangeObject(SpecSequence):
     """``{start, end, step, group}`` as a lazy, exact sequence of slice data."""
 
     def __init__(self, start: Any, end: Any = None, step: Any = None, group: Any = None) -> None:
@@ -91,27 +115,15 @@ class RangeObject(Sequence):
         obj.end, obj.group = spec.value(spec.count - 1), spec.group
         return obj
 
-    @property
-    def spec(self) -> RangeSpec:
-        return self._spec
-
-    def __len__(self) -> int:
-        return len(self._spec)
-
     def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
+        """A slice of an ungrouped range is itself a range: nothing is materialised."""
+        if isinstance(index, slice) and not self.group:
             ks = range(len(self))[index]
-            if self.group or not ks:
-                return [self._spec.key(k) for k in ks]
-            spec = self._spec
-            sub = RangeSpec(spec.a + ks.start * spec.b, spec.b * ks.step, spec.d, len(ks), spec.floats)
-            return RangeObject._of(sub)
-        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
-            raise ETYPE(f"range indices must be integers or slices, not {type(index).__name__}")
-        try:
-            return self._spec.key(int(index))
-        except IndexError as exc:
-            raise ERANGE(str(exc)) from None
+            if ks:
+                spec = self._spec
+                return RangeObject._of(RangeSpec(spec.a + ks.start * spec.b, spec.b * ks.step,
+                                                 spec.d, len(ks), spec.floats))
+        return super().__getitem__(index)
 
     def __iter__(self) -> Iterator[Any]:
         for first in range(0, len(self), 4096):
@@ -143,7 +155,7 @@ def _as_range(item: Any, where: str) -> RangeObject:
     raise EINVAL(f"{where} must hold range objects, not {item!r:.80}")
 
 
-class MultiRangeObject(Sequence):
+class MultiRangeObject(SpecSequence):
     """The Cartesian product of ranges (rightmost fastest); each datum is a tuple."""
 
     def __init__(self, ranges: Any) -> None:
@@ -158,18 +170,6 @@ class MultiRangeObject(Sequence):
             raise EINVAL("range group is not supported inside a multi-range")
         self._spec = MultiRangeSpec([r.spec for r in self.ranges])
 
-    @property
-    def spec(self) -> MultiRangeSpec:
-        return self._spec
-
-    def __len__(self) -> int:
-        return len(self._spec)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self._spec.key(k) for k in range(len(self))[index]]
-        return self._spec.key(int(index))
-
     def to_dict(self) -> Dict[str, Any]:
         return {"ranges": [r.to_dict() for r in self.ranges]}
 
@@ -177,7 +177,7 @@ class MultiRangeObject(Sequence):
         return f"MultiRangeObject({self.ranges!r})"
 
 
-class SparseRangeObject(Sequence):
+class SparseRangeObject(SpecSequence):
     """Several ranges one after the other: ``{sparse: [range, range, …]}``."""
 
     def __init__(self, sparse: Any = ()) -> None:
@@ -192,18 +192,6 @@ class SparseRangeObject(Sequence):
                 raise EINVAL("a sparse range object cannot contain a sparse range object")
         self.ranges = [_as_range(r, "a sparse range") for r in sparse]
         self._spec = SparseSpec([r.spec for r in self.ranges])
-
-    @property
-    def spec(self) -> SparseSpec:
-        return self._spec
-
-    def __len__(self) -> int:
-        return len(self._spec)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self._spec.key(k) for k in range(len(self))[index]]
-        return self._spec.key(int(index))
 
     def to_dict(self) -> Dict[str, Any]:
         return {"sparse": [r.to_dict() for r in self.ranges]}
