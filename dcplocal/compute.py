@@ -13,7 +13,7 @@ import numbers
 import weakref
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import ranges
 from .distributions import stats  # noqa: F401 - re-exported for compute users

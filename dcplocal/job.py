@@ -14,7 +14,6 @@ import itertools
 import numbers
 import os
 import queue
-import sys
 import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -23,11 +22,11 @@ import cloudpickle
 
 from . import codec, protocol
 from .broker import Submission
-from .errors import (EINVAL, EPERM, ETOOMANYERRORS, ETYPE, JobCancelledError, RemoteTraceback,
-                     RuntimeBrokenError, SliceError)
+from .errors import EINVAL, EPERM, ETOOMANYERRORS, ETYPE, JobCancelledError, SliceError
 from .events import EventEmitter, Payload
 from .inputs import InputSpec
 from .jobinputs import DataInput
+from .notices import NoticeHandling, format_exception
 from .requirements import validate_requirements
 from .results import ResultHandle, ResultStore
 from .runtime import JobLink, LocalRuntime, default_runtime
@@ -65,7 +64,7 @@ class _Aio:
         return await asyncio.to_thread(self._job.localExec, cores)
 
 
-class Job(EventEmitter):
+class Job(EventEmitter, NoticeHandling):
     """A DCP job handle (``compute.Job``): input set + work function + arguments → output set."""
 
     def __init__(self, spec: Optional[InputSpec], data: Optional[DataInput], work: Any,
@@ -103,6 +102,7 @@ class Job(EventEmitter):
         self._cpu_seconds = 0.0
 
     # ---- public methods ---------------------------------------------------------------------
+
     def exec(self, slicePaymentOffer: Any = None, paymentAccountKeystore: Any = None,
              initialSliceProfile: Any = None) -> ResultHandle:
         """Deploy on ``job.scheduler`` (default: the embedded local runtime); block until done."""
@@ -185,6 +185,7 @@ class Job(EventEmitter):
         return f"<dcplocal Job {self.id or '(not deployed)'} {self.status.runStatus}>"
 
     # ---- preparing ----------------------------------------------------------------------------
+
     def _check_options(self) -> None:
         if not isinstance(self.errorLimit, int) or self.errorLimit < 0:
             raise EINVAL(f"job.errorLimit must be an int >= 0, not {self.errorLimit!r}")
@@ -235,17 +236,13 @@ class Job(EventEmitter):
                                 spec.shape, self._emit_result)
         return ResultHandle(self._store, self._data.key, self._data.keys, None, self._emit_result)
 
-    def _emit_result(self, index: int, task_id: Optional[int] = None) -> None:
-        self.emit("result", Payload(job=self.id, address=self.id, task=task_id, sliceNumber=index + 1,
-                                    sort=index, input=self.results.key(index),
-                                    result=self._store.get(index)))
-
     def _set_run_status(self, run_status: str) -> None:
         if self.status.runStatus != run_status:
             self.status.runStatus = run_status
             self.emit("readystatechange", run_status)
 
     # ---- running on a runtime -----------------------------------------------------------------
+
     def _run_on(self, runtime: LocalRuntime, cores: Optional[int]) -> ResultHandle:
         if not isinstance(runtime, LocalRuntime):
             raise ETYPE(f"job.scheduler must be a dcplocal.LocalRuntime (remote schedulers are not "
@@ -353,83 +350,8 @@ class Job(EventEmitter):
         computed = max(1, self._store.computed)
         self.meanSliceProfile = {"cpuHours": self._cpu_seconds / computed / 3600, "gpuHours": 0.0}
 
-    # ---- handling broker notices ------------------------------------------------------------
-    def _emit_status(self) -> None:
-        self.emit("status", Payload(address=self.id, job=self.id, **dict(self.status)))
-
-    def _on_done(self, msg: protocol.TaskDone, frames: List[Any], status: Dict[str, Any]) -> None:
-        self._cpu_seconds += msg.elapsed
-        if status:
-            self.status.update(status)
-        error_descriptions = codec.loads(frames[-1:]) if msg.errors else []
-        values, native, failures = codec.unpack_results(frames[:-1] if msg.errors else frames)
-        self._store.put(msg.first, values, native, msg.elapsed)
-        self.status.computed = self._store.computed - len(self._store.errors)
-        for offset, exc in failures:
-            index = msg.first + offset
-            error = SliceError(f"result of slice {index + 1} (sliceIndex {index}) could not be "
-                               f"unpickled in the client: {type(exc).__name__}: {exc}")
-            error.__cause__ = exc
-            self._slice_error(index, error, "".join(_format(exc)))
-        for description in error_descriptions:
-            index = description["slice"]
-            self._slice_error(index, self._restore_error(description), description["stack"])
-        self._emit_results(msg)
-
-    def _restore_error(self, description: Dict[str, Any]) -> BaseException:
-        index = description["slice"]
-        error: Optional[BaseException] = None
-        if description.get("pickled") is not None:
-            try:
-                error = codec.loads([description["pickled"]])
-            except Exception:  # noqa: BLE001 - fall back to the text below
-                error = None
-        if not isinstance(error, Exception):
-            # Also SystemExit/KeyboardInterrupt from a work function: re-raised as they are, they
-            # would end or "interrupt" the client; they are that slice's failure, nothing more.
-            error = SliceError(f"work function raised {description['module']}.{description['name']}: "
-                               f"{description['message']}")
-        error.__cause__ = RemoteTraceback(description["stack"])
-        return error
-
-    def _slice_error(self, index: int, error: BaseException, stack: str) -> None:
-        try:
-            key = repr(self.results.key(index))
-        except Exception:  # noqa: BLE001 - the note is best effort
-            key = "?"
-        if hasattr(error, "add_note"):
-            error.add_note(f"raised by slice {index + 1} (sliceIndex {index}) of job {self.id} on input {key}")
-        self._store.put_error(index, error)
-        if self._first_error is None:
-            self._first_error = error
-        self.emit("error", Payload(
-            job=self.id, address=self.id, sliceIndex=index, sliceNumber=index + 1,
-            message=str(error), stack=stack, name=type(error).__name__, error=error))
-
-    def _on_failed(self, failure: Any) -> None:
-        index = failure.slice_index
-        if failure.details is not None:
-            payload = Payload(address=self.id, job=self.id, sliceIndex=index, sliceNumber=index + 1,
-                              **failure.details)
-            self.emit("noProgress", payload)
-            if self.listenerCount("noProgressData"):
-                self.emit("noProgressData", Payload(payload, data=self.results.key(index)))
-        self._slice_error(index, failure.error, str(failure.error))
-
-    def _on_event(self, msg: Any, frames: List[Any]) -> None:
-        if isinstance(msg, protocol.WorkEvent):
-            self.work.emit(msg.name, codec.loads(frames))
-            return
-        if msg.same:
-            payload = Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,
-                              sliceNumber=msg.slice_index + 1, same=msg.same)
-        else:
-            payload = Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,
-                              sliceNumber=msg.slice_index + 1, level=msg.level, message=msg.message)
-        if not self.emit("console", payload):
-            _print_console(payload)
-
     # ---- in-process -------------------------------------------------------------------------
+
     def _run_in_process(self) -> ResultHandle:
         self._check_options()
         self._begin()
@@ -452,7 +374,7 @@ class Job(EventEmitter):
             for index, exc in errors:
                 if not isinstance(exc, Exception):
                     exc = SliceError(f"work function raised {type(exc).__name__}: {exc}")
-                self._slice_error(index, exc, "".join(_format(exc)))
+                self._slice_error(index, exc, "".join(format_exception(exc)))
             self._cpu_seconds += elapsed
             self.status.update(distributed=first + len(data), computed=self._store.computed - len(self._store.errors))
             done = protocol.TaskDone(next(task_ids), self.id, first, len(data), elapsed, len(errors))
@@ -462,13 +384,6 @@ class Job(EventEmitter):
         self._seal_input()
         self._emit_status()
         return self._finish("complete")
-
-    def _emit_results(self, done: protocol.TaskDone) -> None:
-        if self.listenerCount("result"):  # per-slice events cost nothing unless listened to
-            for index in range(done.first, done.first + done.count):
-                if index not in self._store.errors:
-                    self._emit_result(index, done.task_id)
-        self.emit("resultsUpdated", Payload(job=self.id, address=self.id))
 
     def _in_process_batches(self) -> Iterator[Tuple[int, List[Any]]]:
         if self._spec is not None:
@@ -495,15 +410,3 @@ def _pickle(what: str, obj: Any) -> bytes:
         raise ETYPE(f"the {what} cannot be sent to a worker process: {type(exc).__name__}: {exc} "
                     f"(object: {obj!r:.200})") from exc
 
-
-def _format(exc: BaseException) -> List[str]:
-    import traceback
-    return traceback.format_exception(type(exc), exc, exc.__traceback__)
-
-
-def _print_console(payload: Payload) -> None:
-    stream = sys.stderr if payload.get("level") in ("warn", "error") else sys.stdout
-    if "same" in payload:
-        print(f"[slice {payload.sliceNumber}] (same message repeated {payload.same} more times)", file=stream)
-    else:
-        print(f"[slice {payload.sliceNumber}] {payload.message}", file=stream)

@@ -1,7 +1,6 @@
 """Input sets: the spec's range text edge by edge, bad input codes, and exact arithmetic."""
 from __future__ import annotations
 
-import math
 import pickle
 from decimal import Decimal
 from fractions import Fraction

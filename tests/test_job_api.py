@@ -281,7 +281,7 @@ def test_sandbox_progress_forms_and_bad_progress():
 def test_sandbox_names_are_importable_and_logging_becomes_console():
     def work_fn(x):
         import logging
-        from dcplocal.sandbox import console, progress, work
+        from dcplocal.sandbox import progress, work
         progress(1)
         logging.getLogger("w").warning("warned %d", x)
         return work.job.public["name"]

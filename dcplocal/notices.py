@@ -1,0 +1,122 @@
+"""How a job takes in what comes back: results into its store, errors restored, events fired.
+
+`NoticeHandling` is the part of the Job that consumes the broker's notices (and, for in-process
+runs, the sandbox's messages): a batch of results is unpacked and collated, each failed slice's
+exception is restored with its own type, the worker's traceback as ``__cause__`` and a note
+naming the slice and input, and the spec's events (``result``, ``error``, ``console``,
+``noProgress``…) are emitted — on the thread that drives the job, never the broker's.
+
+Must not know: sockets, the runtime, how tasks were scheduled.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any, Dict, List, Optional
+
+from . import codec, protocol
+from .errors import RemoteTraceback, SliceError
+from .events import Payload
+
+
+class NoticeHandling:
+    """Mixin of `Job`: relies on its ``emit``, ``id``, ``results``, ``status``, ``_store``,
+    ``_first_error`` and ``_cpu_seconds``."""
+
+    def _emit_result(self, index: int, task_id: Optional[int] = None) -> None:
+        self.emit("result", Payload(job=self.id, address=self.id, task=task_id, sliceNumber=index + 1,
+                                    sort=index, input=self.results.key(index),
+                                    result=self._store.get(index)))
+
+    def _emit_status(self) -> None:
+        self.emit("status", Payload(address=self.id, job=self.id, **dict(self.status)))
+
+    def _on_done(self, msg: protocol.TaskDone, frames: List[Any], status: Dict[str, Any]) -> None:
+        self._cpu_seconds += msg.elapsed
+        if status:
+            self.status.update(status)
+        error_descriptions = codec.loads(frames[-1:]) if msg.errors else []
+        values, native, failures = codec.unpack_results(frames[:-1] if msg.errors else frames)
+        self._store.put(msg.first, values, native, msg.elapsed)
+        self.status.computed = self._store.computed - len(self._store.errors)
+        for offset, exc in failures:
+            index = msg.first + offset
+            error = SliceError(f"result of slice {index + 1} (sliceIndex {index}) could not be "
+                               f"unpickled in the client: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._slice_error(index, error, "".join(format_exception(exc)))
+        for description in error_descriptions:
+            index = description["slice"]
+            self._slice_error(index, self._restore_error(description), description["stack"])
+        self._emit_results(msg)
+
+    def _restore_error(self, description: Dict[str, Any]) -> BaseException:
+        error: Optional[BaseException] = None
+        if description.get("pickled") is not None:
+            try:
+                error = codec.loads([description["pickled"]])
+            except Exception:  # noqa: BLE001 - fall back to the text below
+                error = None
+        if not isinstance(error, Exception):
+            # Also SystemExit/KeyboardInterrupt from a work function: re-raised as they are, they
+            # would end or "interrupt" the client; they are that slice's failure, nothing more.
+            error = SliceError(f"work function raised {description['module']}.{description['name']}: "
+                               f"{description['message']}")
+        error.__cause__ = RemoteTraceback(description["stack"])
+        return error
+
+    def _slice_error(self, index: int, error: BaseException, stack: str) -> None:
+        try:
+            key = repr(self.results.key(index))
+        except Exception:  # noqa: BLE001 - the note is best effort
+            key = "?"
+        if hasattr(error, "add_note"):
+            error.add_note(f"raised by slice {index + 1} (sliceIndex {index}) of job {self.id} on input {key}")
+        self._store.put_error(index, error)
+        if self._first_error is None:
+            self._first_error = error
+        self.emit("error", Payload(
+            job=self.id, address=self.id, sliceIndex=index, sliceNumber=index + 1,
+            message=str(error), stack=stack, name=type(error).__name__, error=error))
+
+    def _on_failed(self, failure: Any) -> None:
+        index = failure.slice_index
+        if failure.details is not None:
+            payload = Payload(address=self.id, job=self.id, sliceIndex=index, sliceNumber=index + 1,
+                              **failure.details)
+            self.emit("noProgress", payload)
+            if self.listenerCount("noProgressData"):
+                self.emit("noProgressData", Payload(payload, data=self.results.key(index)))
+        self._slice_error(index, failure.error, str(failure.error))
+
+    def _on_event(self, msg: Any, frames: List[Any]) -> None:
+        if isinstance(msg, protocol.WorkEvent):
+            self.work.emit(msg.name, codec.loads(frames))
+            return
+        if msg.same:
+            payload = Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,
+                              sliceNumber=msg.slice_index + 1, same=msg.same)
+        else:
+            payload = Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,
+                              sliceNumber=msg.slice_index + 1, level=msg.level, message=msg.message)
+        if not self.emit("console", payload):
+            _print_console(payload)
+
+    def _emit_results(self, done: protocol.TaskDone) -> None:
+        if self.listenerCount("result"):  # per-slice events cost nothing unless listened to
+            for index in range(done.first, done.first + done.count):
+                if index not in self._store.errors:
+                    self._emit_result(index, done.task_id)
+        self.emit("resultsUpdated", Payload(job=self.id, address=self.id))
+
+
+def format_exception(exc: BaseException) -> List[str]:
+    return traceback.format_exception(type(exc), exc, exc.__traceback__)
+
+
+def _print_console(payload: Payload) -> None:
+    stream = sys.stderr if payload.get("level") in ("warn", "error") else sys.stdout
+    if "same" in payload:
+        print(f"[slice {payload.sliceNumber}] (same message repeated {payload.same} more times)", file=stream)
+    else:
+        print(f"[slice {payload.sliceNumber}] {payload.message}", file=stream)
