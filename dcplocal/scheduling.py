@@ -227,11 +227,7 @@ class Scheduler:
             job.slice_seconds = info.initial_slice_seconds
             job.batch = self._target_batch(info.initial_slice_seconds)
         self.jobs[info.job_id] = job
-        out: List[Any] = []
-        if info.streaming:
-            job.input_requested = True
-            out.append(RequestInput(info.job_id, job.batch))
-        out += self._maybe_end(job)
+        out = self._request_input(job) + self._maybe_end(job)
         return out + self._dispatch(now)
 
     def input_arrived(self, job_id: str, first: int, count: int, now: float) -> List[Any]:
@@ -276,8 +272,12 @@ class Scheduler:
         self.idle.append(worker)
         job = self.jobs[task.job_id]
         del job.inflight[task_id]
-        if task.count and elapsed > 0:
-            per_slice = elapsed / task.count
+        # Size batches by what the task cost as seen from here (transfer of inputs and results
+        # included), not only the worker's compute time: a task with 50 MB of input is slow
+        # even when its slices are quick.
+        seconds = max(elapsed, now - task.dispatched_at)
+        if task.count and seconds > 0:
+            per_slice = seconds / task.count
             job.slice_seconds = per_slice if job.slice_seconds is None else (job.slice_seconds + per_slice) / 2
             job.batch = min(job.batch * GROWTH, self._target_batch(job.slice_seconds))
         out = self._resolve(job, task.first, task.count, task.chunk_first, failed=errors)
@@ -403,7 +403,12 @@ class Scheduler:
         if len(job.chunks) >= CHUNKS_PER_WORKER * max(1, len(self.workers)):
             return []
         job.input_requested = True
-        return [RequestInput(job.info.job_id, job.batch)]
+        count = job.batch
+        if job.info.total is not None:  # known length: the same guided tail as range jobs
+            requested = job.next_slice + sum(n for _, n in job.chunks)
+            count = min(count, max(1, math.ceil((job.info.total - requested) /
+                                                (TAIL_FACTOR * max(1, len(self.workers))))))
+        return [RequestInput(job.info.job_id, count)]
 
     def _dispatch(self, now: float) -> List[Any]:
         out: List[Any] = []

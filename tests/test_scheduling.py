@@ -38,18 +38,21 @@ class Sim:
         return self.take(self.sched.submit(s.JobInfo("j", total, **kw), self.now))
 
     def complete(self, worker, slice_s=1e-6, errors=0):
+        """The worker's task finishes count*slice_s after it was dispatched (workers overlap)."""
         task = self.running.pop(worker)
         elapsed = task.count * slice_s
-        self.now += elapsed
+        self.now = max(self.now, task.dispatched_at + elapsed)
         accepted, ins = self.sched.task_done(worker, task.task_id, elapsed, errors, self.now)
         assert accepted
         self.take(ins)
         return task
 
     def run_all(self, slice_s=1e-6):
+        """Complete tasks in the order they would finish."""
         tasks = []
         while self.running:
-            worker = min(self.running, key=lambda w: self.running[w].task_id)
+            worker = min(self.running, key=lambda w: (self.running[w].dispatched_at + self.running[w].count * slice_s,
+                                                       self.running[w].task_id))
             tasks.append(self.complete(worker, slice_s))
         return tasks
 
@@ -272,3 +275,20 @@ def test_guided_tail_cap(remaining, workers):
     job_out = sched.submit(s.JobInfo("j", remaining), 0)
     for d in of(s.Dispatch, job_out):
         assert d.task.count <= max(1, math.ceil(remaining / (s.TAIL_FACTOR * workers)))
+
+
+def test_a_streamed_job_of_known_length_gets_the_guided_tail_too():
+    sim = Sim(workers=2)
+    out = sim.submit(100, streaming=True, initial_slice_seconds=1e-6)  # measured batch: 20000
+    assert of(s.RequestInput, out) == [s.RequestInput("j", 25)]  # ceil(100 / (2 * 2))
+    sim.take(sim.sched.input_arrived("j", 0, 25, sim.now))
+    assert of(s.RequestInput, sim.out)[-1] == s.RequestInput("j", 19)  # ceil(75 / 4)
+
+
+def test_batches_are_sized_by_the_wall_time_the_broker_sees():
+    sched = s.Scheduler()
+    sched.add_worker("w0", 0.0)
+    task = of(s.Dispatch, sched.submit(s.JobInfo("j", 10_000), 0.0))[0].task
+    # compute took 1 µs, but the task (say, 5 MB of input in transit) came back after 10 ms
+    accepted, out = sched.task_done("w0", task.task_id, 1e-6, 0, 0.01)
+    assert accepted and of(s.Dispatch, out)[0].task.count == 2  # not 8: the slice costs ~10 ms
