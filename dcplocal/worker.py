@@ -33,7 +33,12 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
+import cloudpickle
+
 from . import codec, protocol
+# Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
+# so a warm job's first slice on this worker does not pay ~6 ms of imports.
+from . import inputs  # noqa: F401
 from .errors import ERESULTTOOBIG
 from .sandbox import SandboxEnvironment, _running, describe_error, load_work, run_batch
 
@@ -90,8 +95,6 @@ class _LoadedJob:
         if self.frames is None:
             return
         frames, self.frames = self.frames, None
-        import cloudpickle  # deferred: a worker that never gets a job need not import it
-
         try:
             self.fn = load_work(cloudpickle.loads(frames[0]))
             self.args = cloudpickle.loads(frames[1])
@@ -160,10 +163,6 @@ class Worker:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
 
     def serve(self) -> None:
-        # Imported before Ready, not on the first task: a warm job's first slice on this worker
-        # would otherwise pay ~6 ms of imports (cloudpickle, fractions/decimal for input specs).
-        import cloudpickle  # noqa: F401
-        from . import inputs  # noqa: F401
         self.send(protocol.Ready(os.getpid()))
         with SandboxEnvironment(capture_output=True):
             while True:
