@@ -368,3 +368,19 @@ def test_chaos_random_worker_kills():
         thread.join()
     assert list(results) == [f(x) for x in inputs]
     assert kills
+
+
+def test_workers_are_recycled_above_the_rss_guard():
+    with dcplocal.LocalRuntime(workers=1, recycle_rss=1) as rt:  # every worker is "too big"
+        job = compute.for_(0, 3, lambda x: os.getpid())
+        job.scheduler = rt
+        job.initialSliceProfile = {"cpuHours": 1.0}  # one slice per task
+        pids = job.exec()
+        assert len(set(pids)) == 4
+
+
+@pytest.mark.parametrize("option", ["memory_limit", "recycle_slices", "recycle_rss"])
+@pytest.mark.parametrize("value", [0, -5, 1.5, True])
+def test_runtime_limits_are_validated(option, value):
+    with pytest.raises(EINVAL, match=option):
+        dcplocal.LocalRuntime(**{option: value})
