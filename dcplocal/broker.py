@@ -70,7 +70,6 @@ class Broker:
         self.target_workers = 0
         self.early_deaths = 0
         self.broken: Optional[BaseException] = None
-        self.deaths = 0
         loop.add_reader(self.router.getsockopt(zmq.FD), self._drain)
         self._ticker = loop.call_later(TICK_SECONDS, self._tick)
 
@@ -103,10 +102,6 @@ class Broker:
         if job_id in self.jobs:
             self._guard(lambda: self._perform(
                 self.scheduler.input_ended(job_id, total, time.monotonic())))
-
-    def kill_worker(self, identity: bytes) -> None:
-        """Test and chaos hook: SIGKILL one worker as if the OOM killer had."""
-        self.supervisor.kill(identity)
 
     def worker_pids(self) -> List[int]:
         return [pid for pid in map(self.supervisor.pid, list(self.supervisor.children)) if pid]
@@ -200,7 +195,6 @@ class Broker:
 
     def _on_worker_exit(self, identity: bytes, exitcode: Optional[int]) -> None:
         def step() -> None:
-            self.deaths += 1
             if identity not in self.ready:
                 self.early_deaths += 1
             self.ready.discard(identity)

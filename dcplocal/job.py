@@ -257,6 +257,8 @@ class Job(EventEmitter, NoticeHandling):
         info = submission.info
         info.max_workers = cores
         self._link = runtime.submit(submission, cores)
+        if self._cancel_requested:  # cancel() from another thread raced with the submission
+            self._link.cancel()
         self.emit("accepted", Payload(job=self))
         self._set_run_status("running")
         try:

@@ -147,14 +147,6 @@ class LocalRuntime:
     def worker_pids(self) -> List[int]:
         return self.query(lambda b: b.worker_pids())
 
-    def kill_worker(self, pid: int) -> None:
-        """SIGKILL the worker process ``pid`` (for fault-injection tests and chaos runs)."""
-        def kill(b: Broker) -> None:
-            for identity, child in list(b.supervisor.children.items()):
-                if child.popen.pid == pid:
-                    b.kill_worker(identity)
-        self.call(kill)
-
     @property
     def broken(self) -> Optional[BaseException]:
         return self._broker.broken if self._broker is not None else None
