@@ -87,7 +87,7 @@ def _uniform_native(values: Sequence[Any]) -> Any:
     return kind if kind in _NATIVE_DTYPES else None
 
 
-def _typed_array(values: Sequence[Any]) -> Optional[Tuple[np.ndarray, str]]:
+def typed_array(values: Sequence[Any]) -> Optional[Tuple[np.ndarray, str]]:
     """``(array, origin)`` when every value is a numeric scalar of one type, else None."""
     native = _uniform_native(values)
     if native is not None:
@@ -114,7 +114,7 @@ def pack_results(values: Sequence[Any], max_bytes: Optional[int] = None,
     told which item is being pickled (pickling runs user code that may hang).
     """
     if values:
-        typed = _typed_array(values)
+        typed = typed_array(values)
         if typed is not None:
             array, origin = typed
             return [KIND_ARRAY, f"{array.dtype.str}|{origin}".encode(), array], []

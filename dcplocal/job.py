@@ -371,8 +371,7 @@ class Job(EventEmitter, NoticeHandling):
                                                     lambda m, f=(): emitted.append((m, f)), self.public)
             for msg, frames in emitted:
                 self._on_event(msg, frames)
-            typed = codec._typed_array(values) if values else None
-            self._store.put(first, typed[0] if typed else values, typed is None or typed[1] == "native")
+            self._store.put_values(first, values, elapsed)
             for index, exc in errors:
                 if not isinstance(exc, Exception):
                     exc = SliceError(f"work function raised {type(exc).__name__}: {exc}")

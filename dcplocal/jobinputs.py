@@ -48,9 +48,8 @@ class DataInput:
         assert self._iterator is not None
         items = list(itertools.islice(self._iterator, count))
         first, self._next = self._next, self._next + len(items)
-        if self._keys is not None and items:
-            typed = codec._typed_array(items)
-            self._keys.put(first, typed[0] if typed else items, typed is None or typed[1] == "native")
+        if self._keys is not None:
+            self._keys.put_values(first, items)
         return items
 
     def feed(self, link: Any, count: int) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from dcplocal.kernels import collate
 
+from . import codec
 from .errors import DCPError, ENOTAVAIL, ERANGE, ETYPE
 
 
@@ -65,6 +66,8 @@ class ResultStore:
     def put(self, first: int, values: Any, native: bool, elapsed: float = 0.0) -> int:
         """Store a batch starting at slot ``first``; returns how many slots were newly filled."""
         count = len(values)
+        if count == 0:  # nothing to store; must not demote a typed array to objects
+            return 0
         self._grow(first + count)
         now = time.time()
         self.batches[first] = (count, now - elapsed, now)
@@ -82,6 +85,13 @@ class ResultStore:
             self.array[first + offset] = value
         self.done[first:first + count] = True
         return self._count(int(fresh.sum()), count)
+
+    def put_values(self, first: int, values: List[Any], elapsed: float = 0.0) -> int:
+        """Store a batch given as a list: typed when its values are numbers of one type."""
+        typed = codec.typed_array(values) if values else None
+        if typed is None:
+            return self.put(first, values, True, elapsed)
+        return self.put(first, typed[0], typed[1] == "native", elapsed)
 
     def _count(self, new: int, count: int) -> int:
         self.computed += new

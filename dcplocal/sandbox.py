@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import io
 import logging
+import pickle
 import sys
 import time
 import traceback
@@ -230,8 +231,8 @@ class CallWithoutDatum:
 def describe_error(exc: BaseException, slice_index: int) -> Dict[str, Any]:
     """A slice error as plain data: type, message, traceback text and the pickled exception."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        blob = codec.dumps(exc)[0]
+    try:  # in-band: an error message is one frame, whatever buffers the exception holds
+        blob = pickle.dumps(exc, protocol=5)
     except Exception:  # an exception that cannot cross the process boundary keeps its text
         blob = None
     return {"slice": slice_index, "name": type(exc).__name__,

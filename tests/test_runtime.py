@@ -9,6 +9,7 @@ import pytest
 
 import dcplocal
 from dcplocal import compute
+from dcplocal.results import ResultStore
 
 
 def test_a_second_job_reuses_the_same_worker_processes(runtime):
@@ -116,6 +117,15 @@ def test_streamed_generator_with_backpressure(runtime):
     assert list(results) == [i + 1 for i in range(20_001)]
     assert results.keys()[:3] == [0, 1, 2]
     assert max(high_water) < 20_000  # never the whole input pulled ahead of the results
+
+
+def test_an_exhausted_stream_keeps_its_keys_typed():
+    # the last chunk request of a generator finds nothing; storing that empty batch once demoted
+    # 10M typed keys to Python objects (+650 MB in bench/memjob.py)
+    store = ResultStore(None)
+    store.put_values(0, [1, 2, 3])
+    assert store.put_values(3, []) == 0
+    assert store.array is not None and store.array.dtype == np.int64 and store.computed == 3
 
 
 def test_in_process_execution_runs_in_this_process():
