@@ -10,7 +10,7 @@ Who sends what (ROUTER in the broker, one DEALER per worker)::
     worker -> broker   Ready          once, after connecting (pid; identity is the DEALER's)
     broker -> worker   JobDef         before a worker's first task of a job  [+ work, args, spec frames]
     broker -> worker   Task           a contiguous run of slices             [+ input chunk frame]
-    worker -> broker   TaskDone       results of one Task (is also the credit) [+ result frames]
+    worker -> broker   TaskDone       results of one Task (returns its credit) [+ result frames]
     worker -> broker   Heartbeat      from the worker's watchdog thread while a Task runs
     worker -> broker   Console        print/logging/console.* from a work function
     worker -> broker   WorkEvent      work.emit(name, value)                  [+ pickled value frame]

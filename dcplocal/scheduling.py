@@ -29,8 +29,9 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from .errors import ENOPROGRESS, ESLICETOOSLOW, WorkerDiedError
 
-#: Aim for tasks of ~20 ms: long enough that the ~100 µs round trip is <1 % overhead, short
-#: enough that a cancel or the tail of a job waits for at most a few tens of ms.
+#: Aim for tasks of ~20 ms: long enough that a round trip (0.1 ms idle, 1-10 ms when the workers
+#: hold both cores and the broker thread waits for one) is hidden behind the queued next task,
+#: short enough that a cancel or the tail of a job waits for at most a few tens of ms.
 TARGET_TASK_SECONDS = 0.02
 #: A batch grows at most 8x per measured task, so one unrepresentative fast sample cannot create
 #: a task that holds the tail hostage; 8x still reaches 10^6-slice batches in ~7 round trips.
@@ -39,7 +40,7 @@ GROWTH = 8
 #: near the end batches shrink and no worker idles while another holds a long one.
 TAIL_FACTOR = 2
 #: ...but never below what runs in ~2 ms: a shorter task cannot unbalance the tail noticeably,
-#: and each split costs a ~0.1 ms round trip (without a floor, 1M trivial slices end in ~35
+#: and each split costs a round trip (without a floor, 1M trivial slices end in ~35
 #: single-digit tasks).
 TAIL_FLOOR_SECONDS = 0.002
 #: Seconds a cancelled or failed job's in-flight tasks may take to come back before their workers

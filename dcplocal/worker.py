@@ -1,8 +1,9 @@
 """Worker process main: ``python -m dcplocal.worker --connect ADDR --identity ID``.
 
 One DEALER socket to the broker's ROUTER. The flow is pull-based: the worker says ``Ready`` once,
-and every ``TaskDone`` it sends is its request for the next task (credit of one: a task of
-~20 ms hides the round trip, and no slices sit queued on a worker that might die)::
+and every ``TaskDone`` it sends returns one credit. The scheduler may hold a second task queued
+in this worker's socket (scheduling.PIPELINE_DEPTH), so the worker runs its tasks in the order
+they arrive and starts the next one as soon as it has sent a result::
 
     worker                      broker
       | --- Ready(pid) ---------> |
