@@ -143,7 +143,8 @@ class Broker:
         msg = codec.decode(frames[1].bytes)
         now = time.monotonic()
         if isinstance(msg, protocol.TaskDone):
-            accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors, now)
+            accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors,
+                                                     now, leaving=msg.leaving)
             entry = self.jobs.get(msg.job_id)
             if accepted and entry is not None:
                 entry.sink.put(("done", msg, frames[2:], self.scheduler.status(msg.job_id)))
@@ -195,6 +196,7 @@ class Broker:
 
     def _on_worker_exit(self, identity: bytes, exitcode: Optional[int]) -> None:
         def step() -> None:
+            self._drain()  # what it sent before dying (a result, "leaving") counts first
             if identity not in self.ready:
                 self.early_deaths += 1
             self.ready.discard(identity)

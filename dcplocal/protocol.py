@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 _REGISTRY: Dict[str, Type["Message"]] = {}
 
@@ -88,7 +88,9 @@ class Task(Message):
 @dataclass(frozen=True)
 class TaskDone(Message):
     """Results of one Task. ``errors`` counts failed slices (their details are in the payload);
-    ``elapsed`` is the worker's compute time for the batch in seconds. Frames: result payload."""
+    ``elapsed`` is the worker's compute time for the batch in seconds; ``leaving`` says the worker
+    exits after this (recycling), so tasks queued behind this one must go elsewhere.
+    Frames: result payload."""
 
     OP: ClassVar[str] = "D"
     task_id: int
@@ -97,6 +99,7 @@ class TaskDone(Message):
     count: int
     elapsed: float
     errors: int
+    leaving: bool = False
 
 
 @register

@@ -215,8 +215,6 @@ class Scheduler:
     def remove_worker(self, worker: Any, exitcode: Optional[int], now: float) -> List[Any]:
         """A worker process is gone (died or was stopped); its tasks, if any, are retried."""
         self._now = now
-        for job in self.jobs.values():
-            job.known_by.discard(worker)
         tasks = self._drop_worker(worker)
         running = tasks.popleft() if tasks else None
         out = self._requeue_unstarted(tasks)  # first, so the running task's halves go before them
@@ -230,6 +228,8 @@ class Scheduler:
     def _drop_worker(self, worker: Any) -> Deque[TaskRecord]:
         """Forget a worker; returns the tasks it held (running first)."""
         self.workers.discard(worker)
+        for job in self.jobs.values():
+            job.known_by.discard(worker)
         return self.queues.pop(worker, None) or deque()
 
     def _requeue_unstarted(self, tasks: Deque[TaskRecord]) -> List[Any]:
@@ -308,8 +308,12 @@ class Scheduler:
 
     # ---- results and heartbeats -----------------------------------------------------------
     def task_done(self, worker: Any, task_id: int, elapsed: float, errors: int,
-                  now: float) -> Tuple[bool, List[Any]]:
-        """A task's results arrived. Returns (accepted, instructions); a stale result is refused."""
+                  now: float, leaving: bool = False) -> Tuple[bool, List[Any]]:
+        """A task's results arrived. Returns (accepted, instructions); a stale result is refused.
+
+        ``leaving``: the worker exits after this task (recycling); what is queued behind it goes
+        back without penalty, and it gets nothing more.
+        """
         tasks = self.queues.get(worker)
         if not tasks or tasks[0].task_id != task_id:  # a worker runs its tasks in order
             self.stale_results += 1
@@ -330,6 +334,8 @@ class Scheduler:
             job.batch = min(job.batch * GROWTH, self._target_batch(job.slice_seconds))
         out = self._resolve(job, task.first, task.count, task.chunk_first, failed=errors)
         out += self._maybe_end(job)
+        if leaving:
+            out += self._requeue_unstarted(self._drop_worker(worker))
         return True, out + self._dispatch(now)
 
     @staticmethod

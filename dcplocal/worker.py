@@ -170,8 +170,7 @@ class Worker:
                 frames = self.socket.recv_multipart(copy=False)
                 msg = codec.decode(frames[0].bytes)
                 if isinstance(msg, protocol.Task):
-                    self.run_task(msg, frames[1:])
-                    if self._worn_out():
+                    if self.run_task(msg, frames[1:]):
                         return
                 elif isinstance(msg, protocol.JobDef):
                     self.jobs[msg.job_id] = _LoadedJob(msg.options, frames[1:])
@@ -181,7 +180,10 @@ class Worker:
                     return
 
     def _worn_out(self) -> bool:
-        """Recycling: leave (cleanly, between tasks) after N slices or above the RSS guard."""
+        """Recycling: leave (cleanly, between tasks) after N slices or above the RSS guard.
+
+        Asked as each task's results are sent, so the TaskDone can say so: the broker must not
+        count the tasks queued behind it as lost to a death."""
         if self.recycle_slices and self.slices_run >= self.recycle_slices:
             return True
         return bool(self.recycle_rss) and _rss_bytes() > self.recycle_rss
@@ -194,11 +196,13 @@ class Worker:
                 self.heartbeat.start()
             self.heartbeat.watch(task_id, interval)
 
-    def run_task(self, task: protocol.Task, chunk: List[Any]) -> None:
+    def run_task(self, task: protocol.Task, chunk: List[Any]) -> bool:
+        """Run one task and send its results; True when this worker leaves now (recycling)."""
         started = time.perf_counter()  # the task's whole cost (expand, run, pack) sizes batches
         job = self.jobs[task.job_id]
         _running.first, _running.results = task.first, []  # watchdog: "at the first slice"
         self._watch(task.task_id, job)
+        self.slices_run += task.count
         try:
             job.load()
             if job.error is not None:
@@ -209,18 +213,17 @@ class Worker:
                 data = codec.loads(chunk)[start:start + task.count]
             else:
                 data = job.spec.slice_data(task.first, task.count)
-            results, errors, _ = run_batch(
+            results, failed, _ = run_batch(
                 job.fn, data, job.args, job.options.get("spread", False), task.job_id,
                 task.first, self.send, job.options.get("public"))
-            described = [describe_error(exc, index) for index, exc in errors]
-            self._reply(task, job, results, described, started)
+            errors = [describe_error(exc, index) for index, exc in failed]
+            return self._reply(task, job, results, errors, started)
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.watch(0, 0)
-            self.slices_run += task.count
 
     def _reply(self, task: protocol.Task, job: _LoadedJob, results: List[Any],
-               errors: List[Dict[str, Any]], started: float) -> None:
+               errors: List[Dict[str, Any]], started: float) -> bool:
         def at_item(offset: int) -> None:  # the watchdog blames the result being pickled
             _running.first, _running.results = task.first + offset, []
 
@@ -234,8 +237,10 @@ class Worker:
         if errors:
             frames.append(codec.dumps(errors)[0])
         elapsed = time.perf_counter() - started
-        done = protocol.TaskDone(task.task_id, task.job_id, task.first, task.count, elapsed, len(errors))
-        self.send(done, frames)
+        leaving = self._worn_out()
+        self.send(protocol.TaskDone(task.task_id, task.job_id, task.first, task.count, elapsed,
+                                    len(errors), leaving), frames)
+        return leaving
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -372,3 +372,16 @@ def test_killing_a_cancelled_jobs_worker_requeues_another_jobs_task_queued_there
     assert of(s.KillWorker, out) and of(s.JobEnded, out) == [s.JobEnded("a", "cancelled")]
     out = sched.add_worker("w1", 1.0)
     assert [(d.task.job_id, d.task.first) for d in of(s.Dispatch, out)][0] == ("b", 0)
+
+
+def test_a_recycling_worker_leaves_without_costing_its_queued_task_an_attempt():
+    sched = s.Scheduler()
+    sched.add_worker("w0", 0.0)
+    first, queued = [d.task for d in of(s.Dispatch, sched.submit(
+        s.JobInfo("j", 3, max_attempts=1, initial_slice_seconds=1.0), 0.0))]
+    accepted, out = sched.task_done("w0", first.task_id, 1.0, 0, 1.0, leaving=True)
+    assert accepted and of(s.Dispatch, out) == []  # a leaving worker gets nothing more
+    out = sched.remove_worker("w0", 0, 1.1)  # its clean exit, after the result
+    assert of(s.SliceFailed, out) == []  # with max_attempts=1, a death would have failed it
+    out = sched.add_worker("w1", 1.2)
+    assert (of(s.Dispatch, out)[0].task.first, of(s.Dispatch, out)[0].task.count) == (queued.first, 1)
