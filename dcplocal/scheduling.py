@@ -217,7 +217,7 @@ class Scheduler:
         self._now = now
         tasks = self._drop_worker(worker)
         running = tasks.popleft() if tasks else None
-        out = self._requeue_unstarted(tasks)  # first, so the running task's halves go before them
+        out = self._give_back(tasks)  # first, so the running task's halves go before them
         if running is not None:
             job = self.jobs.get(running.job_id)
             if job is not None and job.inflight.pop(running.task_id, None) is not None:
@@ -232,8 +232,10 @@ class Scheduler:
             job.known_by.discard(worker)
         return self.queues.pop(worker, None) or deque()
 
-    def _requeue_unstarted(self, tasks: Deque[TaskRecord]) -> List[Any]:
-        """Tasks queued at a lost worker never ran: back to the front of their job's queue, whole."""
+    def _give_back(self, tasks: Deque[TaskRecord]) -> List[Any]:
+        """Tasks a lost worker held that did not fail: they never ran (queued), or were stopped by
+        us, not by a crash. A stopped job resolves them; a live one runs them again, whole and
+        first, without costing an attempt."""
         out: List[Any] = []
         for task in reversed(tasks):
             job = self.jobs.get(task.job_id)
@@ -335,7 +337,7 @@ class Scheduler:
         out = self._resolve(job, task.first, task.count, task.chunk_first, failed=errors)
         out += self._maybe_end(job)
         if leaving:
-            out += self._requeue_unstarted(self._drop_worker(worker))
+            out += self._give_back(self._drop_worker(worker))
         return True, out + self._dispatch(now)
 
     @staticmethod
@@ -390,7 +392,7 @@ class Scheduler:
         queued = self._drop_worker(worker)
         queued.popleft()
         del job.inflight[task.task_id]
-        out += self._requeue_unstarted(queued)
+        out += self._give_back(queued)
         end = task.first + task.count
         if culprit + 1 < end:
             job.retry.appendleft((culprit + 1, end - culprit - 1, task.chunk_first))
@@ -416,7 +418,7 @@ class Scheduler:
     def _abandon(self, worker: Any, reason: str) -> List[Any]:
         """Kill a worker that holds a stopped job's overdue task; a live job's tasks go back."""
         out: List[Any] = [KillWorker(worker, reason)]
-        return out + self._requeue_unstarted(self._drop_worker(worker))
+        return out + self._give_back(self._drop_worker(worker))
 
     # ---- bookkeeping ----------------------------------------------------------------------
     def _resolve(self, job: _Job, first: int, count: int, chunk_first: int, failed: int) -> List[Any]:
