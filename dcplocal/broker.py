@@ -196,6 +196,7 @@ class Broker:
 
     def _on_worker_exit(self, identity: bytes, exitcode: Optional[int]) -> None:
         def step() -> None:
+            self.scheduler.retire(identity)
             self._drain()  # what it sent before dying (a result, "leaving") counts first
             if identity not in self.ready:
                 self.early_deaths += 1

@@ -13,7 +13,9 @@ Pipelining: a worker may hold PIPELINE_DEPTH tasks, the first running and the re
 socket, so it starts the next task the moment it sends a result instead of idling for the round
 trip (measured at 1-2 ms on 2 busy cores: 20 ms per worker on a 60 ms job). A queued task cannot
 be moved to a worker that turns idle, so one is queued only away from the tail, or when it is too
-short to unbalance the tail (PREFETCH_TAIL_SECONDS).
+short to unbalance the tail (PREFETCH_TAIL_SECONDS). A job whose next task must not be queued
+keeps its round-robin turn: the slot stays empty, so a worker frees up for it rather than another
+job keeping every worker busy until its own tail.
 
 Retry policy: a worker that dies mid-task has its running task split in halves and re-queued
 without penalty, so an innocent slice batched with a crasher is isolated in log2(batch) steps; a
@@ -170,9 +172,9 @@ class _Job:
         return not self.info.streaming and self.next_slice < (self.info.total or 0)
 
     def undistributed(self) -> float:
-        """Slices not yet handed to any worker (infinite while a stream has no known end)."""
+        """Slices not yet handed to any worker (infinite while a stream has no known length)."""
         retrying = sum(count for _, count, _ in self.retry)
-        if self.info.streaming and not self.input_done:
+        if self.info.total is None:
             return math.inf
         return (self.info.total or 0) - self.next_slice + retrying
 
@@ -190,6 +192,7 @@ class Scheduler:
         #: worker -> its tasks in the order it runs them: the first is running, the rest queued
         self.queues: Dict[Any, Deque[TaskRecord]] = {}
         self.workers: Set[Any] = set()
+        self.retiring: Set[Any] = set()            # known to be gone; results still accepted
         self._next_task_id = 1
         self._rr = 0                               # round-robin cursor over jobs
         self.stale_results = 0                     # late/duplicate results ignored
@@ -212,6 +215,11 @@ class Scheduler:
         self.queues[worker] = deque()
         return self._dispatch(now)
 
+    def retire(self, worker: Any) -> None:
+        """The worker's process has exited: give it nothing more while its last results (already
+        sent) are read; remove_worker follows."""
+        self.retiring.add(worker)
+
     def remove_worker(self, worker: Any, exitcode: Optional[int], now: float) -> List[Any]:
         """A worker process is gone (died or was stopped); its tasks, if any, are retried."""
         self._now = now
@@ -228,6 +236,7 @@ class Scheduler:
     def _drop_worker(self, worker: Any) -> Deque[TaskRecord]:
         """Forget a worker; returns the tasks it held (running first)."""
         self.workers.discard(worker)
+        self.retiring.discard(worker)
         for job in self.jobs.values():
             job.known_by.discard(worker)
         return self.queues.pop(worker, None) or deque()
@@ -311,7 +320,8 @@ class Scheduler:
     # ---- results and heartbeats -----------------------------------------------------------
     def task_done(self, worker: Any, task_id: int, elapsed: float, errors: int,
                   now: float, leaving: bool = False) -> Tuple[bool, List[Any]]:
-        """A task's results arrived. Returns (accepted, instructions); a stale result is refused.
+        """A task's results arrived. Returns (accepted, instructions); a stale result is refused,
+        and so is one of a task its stopped job gave up while it was queued (`_orphan`).
 
         ``leaving``: the worker exits after this task (recycling); what is queued behind it goes
         back without penalty, and it gets nothing more.
@@ -324,21 +334,23 @@ class Scheduler:
         task = tasks.popleft()
         if tasks:  # the queued task started as this one's result was sent
             tasks[0].started_at = tasks[0].beat_at = now
-        job = self.jobs[task.job_id]
-        del job.inflight[task_id]
-        # Size batches by what the task cost as seen from here (transfer of inputs and results
-        # included), not only the worker's compute time: a task with 50 MB of input is slow
-        # even when its slices are quick.
-        seconds = max(elapsed, now - task.started_at)
-        if task.count and seconds > 0:
-            per_slice = seconds / task.count
-            job.slice_seconds = per_slice if job.slice_seconds is None else (job.slice_seconds + per_slice) / 2
-            job.batch = min(job.batch * GROWTH, self._target_batch(job.slice_seconds))
-        out = self._resolve(job, task.first, task.count, task.chunk_first, failed=errors)
-        out += self._maybe_end(job)
+        job = self.jobs.get(task.job_id)
+        accepted = job is not None and job.inflight.pop(task_id, None) is not None
+        out: List[Any] = []
+        if job is not None and accepted:
+            # Size batches by what the task cost as seen from here (transfer of inputs and
+            # results included), not only the worker's compute time: a task with 50 MB of input
+            # is slow even when its slices are quick.
+            seconds = max(elapsed, now - task.started_at)
+            if task.count and seconds > 0:
+                per_slice = seconds / task.count
+                job.slice_seconds = per_slice if job.slice_seconds is None else (job.slice_seconds + per_slice) / 2
+                job.batch = min(job.batch * GROWTH, self._target_batch(job.slice_seconds))
+            out += self._resolve(job, task.first, task.count, task.chunk_first, failed=errors)
+            out += self._maybe_end(job)
         if leaving:
             out += self._give_back(self._drop_worker(worker))
-        return True, out + self._dispatch(now)
+        return accepted, out + self._dispatch(now)
 
     @staticmethod
     def _target_batch(slice_seconds: float, seconds: float = TARGET_TASK_SECONDS) -> int:
@@ -360,12 +372,15 @@ class Scheduler:
         for worker, tasks in list(self.queues.items()):
             if not tasks:
                 continue
-            if any(t.deadline is not None and now >= t.deadline for t in tasks):
-                out += self._abandon(worker, "cancelled job's task outlived its grace")
-                continue
+            for queued in list(tasks)[1:]:
+                if queued.deadline is not None and now >= queued.deadline:
+                    out += self._orphan(queued)
             task = tasks[0]  # only the running task can be overdue; queued ones have not started
             if task.deadline is None:
                 out += self._check_timeouts(self.jobs[task.job_id], task, worker, now)
+            elif now >= task.deadline:  # a stopped job's task queued behind a live one is
+                # killed once it runs, not while the live task does (that would waste its work)
+                out += self._abandon(worker, "cancelled job's task outlived its grace")
         return out + self._dispatch(now)
 
     def _check_timeouts(self, job: _Job, task: TaskRecord, worker: Any, now: float) -> List[Any]:
@@ -414,6 +429,15 @@ class Scheduler:
         report = {"timestamp": last_at, "progress": task.progress, "value": task.progress,
                   "throttledReports": max(0, task.progress_calls - 1)}
         return {"last": dict(report), "lastUpdate": dict(report)}
+
+    def _orphan(self, task: TaskRecord) -> List[Any]:
+        """A stopped job's task still queued at its grace deadline: the job ends without it. The
+        record stays in its worker's queue, which must match the order the worker runs tasks in;
+        the worker is stopped if it is still running it when the next tick looks."""
+        job = self.jobs.get(task.job_id)
+        if job is None or job.inflight.pop(task.task_id, None) is None:
+            return []
+        return self._resolve(job, task.first, task.count, task.chunk_first, failed=0) + self._maybe_end(job)
 
     def _abandon(self, worker: Any, reason: str) -> List[Any]:
         """Kill a worker that holds a stopped job's overdue task; a live job's tasks go back."""
@@ -471,7 +495,7 @@ class Scheduler:
         out: List[Any] = []
         for depth in range(PIPELINE_DEPTH):
             for worker, tasks in self.queues.items():
-                if len(tasks) != depth:
+                if len(tasks) != depth or worker in self.retiring:
                     continue
                 job = self._next_job(worker, queued=depth > 0)
                 if job is None:
@@ -488,11 +512,16 @@ class Scheduler:
         jobs = list(self.jobs.values())
         for i in range(len(jobs)):
             job = jobs[(self._rr + i) % len(jobs)]
-            if not job.pending() or (queued and not self._worth_queueing(job)):
+            if not job.pending():
                 continue
             limit = job.info.max_workers
             holders = {task.worker for task in job.inflight.values()}
             if limit is None or worker in holders or len(holders) < limit:
+                if queued and not self._worth_queueing(job):
+                    # Its turn, but it needs a worker with nothing queued. Giving the slot to
+                    # another job would keep every worker busy and starve this one until the
+                    # other job's tail: leave the slot empty so this worker frees up for it.
+                    return None
                 self._rr = (self._rr + i + 1) % len(jobs)
                 return job
         return None

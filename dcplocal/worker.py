@@ -124,7 +124,7 @@ class _Heartbeat(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
-        slice_index, slice_since, calls, progress_since = -1, 0.0, -1, 0.0
+        watched, slice_index, slice_since, calls, progress_since = 0, -1, 0.0, -1, 0.0
         while True:
             self.wake.wait()
             task_id = self.task_id
@@ -133,8 +133,9 @@ class _Heartbeat(threading.Thread):
                 continue
             now = time.monotonic()
             index, seen_calls = _running.slice_index, _running.progress_calls
-            if index != slice_index:
-                slice_index, slice_since, progress_since = index, now, now
+            # a new task may start at the same slice index (another job's slice 0): new clocks
+            if index != slice_index or task_id != watched:
+                watched, slice_index, slice_since, progress_since = task_id, index, now, now
                 calls = seen_calls
             elif seen_calls != calls:
                 calls, progress_since = seen_calls, now

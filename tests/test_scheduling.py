@@ -385,3 +385,78 @@ def test_a_recycling_worker_leaves_without_costing_its_queued_task_an_attempt():
     assert of(s.SliceFailed, out) == []  # with max_attempts=1, a death would have failed it
     out = sched.add_worker("w1", 1.2)
     assert (of(s.Dispatch, out)[0].task.first, of(s.Dispatch, out)[0].task.count) == (queued.first, 1)
+
+
+def test_a_job_whose_tasks_cannot_be_queued_is_not_starved_by_one_whose_can():
+    sched = s.Scheduler()
+    held = {}
+
+    def take(out):
+        for d in of(s.Dispatch, out):
+            held.setdefault(d.worker, []).append(d.task)
+        return out
+    take(sched.add_worker("w0", 0.0) + sched.add_worker("w1", 0.0))
+    take(sched.submit(s.JobInfo("big", 1_000_000, initial_slice_seconds=1e-6), 0.0))
+    take(sched.submit(s.JobInfo("small", 2), 0.0))  # unmeasured, all tail: never queued
+    assert not [t for tasks in held.values() for t in tasks if t.job_id == "small"]
+    now = 0.0
+    for _ in range(3):  # w0 runs what it holds (2, plus 1 queued before small's turn), then
+        now += 0.02     # it is free and small goes there
+        task = held["w0"].pop(0)
+        take(sched.task_done("w0", task.task_id, 0.02, 0, now)[1])
+    assert [t.job_id for t in held["w0"]][:1] == ["small"]
+
+
+def test_a_stream_of_known_length_queues_nothing_in_its_tail():
+    sched = s.Scheduler()
+    sched.add_worker("w0", 0.0)
+    sched.add_worker("w1", 0.0)
+    out = sched.submit(s.JobInfo("j", 3, streaming=True), 0.0)  # a list of 3: length known
+    fed, queued = 0, []
+    while of(s.RequestInput, out) and fed < 3:
+        count = min(of(s.RequestInput, out)[0].count, 3 - fed)
+        out = sched.input_arrived("j", fed, count, 0.0)
+        fed += count
+        queued += [d for d in of(s.Dispatch, out) if len(sched.queues[d.worker]) > 1]
+    assert queued == []  # the last slice waits for a free worker, as in a range job
+
+
+def test_a_worker_known_to_have_exited_gets_nothing_while_its_last_result_is_read():
+    sched = s.Scheduler()
+    sched.add_worker("w0", 0.0)
+    sched.add_worker("w1", 0.0)
+    out = sched.submit(s.JobInfo("j", 3, max_attempts=1, error_limit=5, initial_slice_seconds=1.0), 0.0)
+    first = next(d.task for d in of(s.Dispatch, out) if d.worker == "w0")
+    sched.retire("w0")  # the broker saw its exit; its result was already on the wire
+    accepted, out = sched.task_done("w0", first.task_id, 1.0, 0, 1.0)
+    assert accepted and [d.worker for d in of(s.Dispatch, out)] != ["w0"]
+    assert of(s.SliceFailed, sched.remove_worker("w0", -9, 1.0)) == []  # nothing it never ran
+
+
+def test_a_cancelled_jobs_queued_task_does_not_kill_a_live_jobs_running_one():
+    sched = s.Scheduler()
+    sched.submit(s.JobInfo("live", 1000, initial_slice_seconds=2.0), 0.0)
+    sched.submit(s.JobInfo("doomed", 1000), 0.0)
+    out = sched.add_worker("w0", 0.0)
+    running, queued = [d.task for d in of(s.Dispatch, out)]
+    assert (running.job_id, queued.job_id) == ("live", "doomed")
+    sched.cancel("doomed", 0.1)
+    out = sched.tick(0.1 + s.CANCEL_GRACE + 0.05)
+    assert of(s.KillWorker, out) == []  # live keeps running...
+    assert of(s.JobEnded, out) == [s.JobEnded("doomed", "cancelled")]  # ...and doomed ends now
+    sched.task_done("w0", running.task_id, 2.0, 0, 2.0)  # now the doomed task runs, overdue
+    out = sched.tick(2.05)
+    assert [k.worker for k in of(s.KillWorker, out)] == ["w0"]
+    assert of(s.JobEnded, out) == [] and of(s.Dispatch, out) == []  # w0 is gone: live waits
+
+
+def test_the_result_of_a_task_its_stopped_job_gave_up_is_refused_quietly():
+    sched = s.Scheduler()
+    sched.submit(s.JobInfo("live", 1000, initial_slice_seconds=2.0), 0.0)
+    sched.submit(s.JobInfo("doomed", 1000), 0.0)
+    running, queued = [d.task for d in of(s.Dispatch, sched.add_worker("w0", 0.0))]
+    sched.cancel("doomed", 0.1)
+    sched.tick(0.1 + s.CANCEL_GRACE + 0.05)  # doomed ended without its queued task
+    sched.task_done("w0", running.task_id, 2.0, 0, 2.0)
+    accepted, out = sched.task_done("w0", queued.task_id, 0.01, 0, 2.01)  # it was quick
+    assert not accepted and [d.task.job_id for d in of(s.Dispatch, out)] == ["live"]
