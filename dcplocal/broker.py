@@ -195,13 +195,22 @@ class Broker:
                 entry.sink.put(("ended", ins.outcome))
 
     def _on_worker_exit(self, identity: bytes, exitcode: Optional[int]) -> None:
-        def step() -> None:
-            self.scheduler.retire(identity)
-            self._drain()  # what it sent before dying (a result, "leaving") counts first
-            if identity not in self.ready:
-                self.early_deaths += 1
+        def forget() -> None:
+            self._drain()  # what it sent before it exited (a result, "leaving") counts first
             self.ready.discard(identity)
             self._perform(self.scheduler.remove_worker(identity, exitcode, time.monotonic()))
+
+        def step() -> None:
+            self.scheduler.retire(identity)
+            if identity not in self.ready:
+                self.early_deaths += 1
+            if exitcode == 0:
+                # A clean exit (recycling) flushed its last messages first, but they may still
+                # be in zmq's I/O thread: read them a tick later, or its last result would be
+                # taken for lost and its slices re-run.
+                self.loop.call_later(TICK_SECONDS, lambda: self._guard(forget))
+            else:
+                forget()
             if self.early_deaths >= MAX_EARLY_DEATHS:
                 raise RuntimeError(f"{self.early_deaths} worker processes exited before they were "
                                    f"ready (last exit code {exitcode}); see their stderr above")
