@@ -176,7 +176,7 @@ class _Job:
         retrying = sum(count for _, count, _ in self.retry)
         if self.info.total is None:
             return math.inf
-        return (self.info.total or 0) - self.next_slice + retrying
+        return self.info.total - self.next_slice + retrying
 
     def all_resolved(self) -> bool:
         total = self.info.total
