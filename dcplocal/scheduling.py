@@ -242,9 +242,9 @@ class Scheduler:
         return self.queues.pop(worker, None) or deque()
 
     def _give_back(self, tasks: Deque[TaskRecord]) -> List[Any]:
-        """Tasks a lost worker held that did not fail: they never ran (queued), or were stopped by
-        us, not by a crash. A stopped job resolves them; a live one runs them again, whole and
-        first, without costing an attempt."""
+        """Tasks taken back without having failed: queued ones that never ran, ones we stopped
+        (not a crash), and a stopped job's queued ones past its grace. A stopped job resolves
+        them; a live one runs them again, whole and first, without costing an attempt."""
         out: List[Any] = []
         for task in reversed(tasks):
             job = self.jobs.get(task.job_id)
@@ -321,7 +321,7 @@ class Scheduler:
     def task_done(self, worker: Any, task_id: int, elapsed: float, errors: int,
                   now: float, leaving: bool = False) -> Tuple[bool, List[Any]]:
         """A task's results arrived. Returns (accepted, instructions); a stale result is refused,
-        and so is one of a task its stopped job gave up while it was queued (`_orphan`).
+        and so is one of a task its stopped job gave up while it was queued (see `tick`).
 
         ``leaving``: the worker exits after this task (recycling); what is queued behind it goes
         back without penalty, and it gets nothing more.
@@ -372,9 +372,11 @@ class Scheduler:
         for worker, tasks in list(self.queues.items()):
             if not tasks:
                 continue
-            for queued in list(tasks)[1:]:
-                if queued.deadline is not None and now >= queued.deadline:
-                    out += self._orphan(queued)
+            # A stopped job's task still queued at its grace deadline is given up: the job ends
+            # without it. Its record stays in the queue, which must match the order the worker
+            # runs tasks in; the worker is stopped below if it is still running it by then.
+            overdue = [t for t in list(tasks)[1:] if t.deadline is not None and now >= t.deadline]
+            out += self._give_back(deque(overdue))
             task = tasks[0]  # only the running task can be overdue; queued ones have not started
             if task.deadline is None:
                 out += self._check_timeouts(self.jobs[task.job_id], task, worker, now)
@@ -429,15 +431,6 @@ class Scheduler:
         report = {"timestamp": last_at, "progress": task.progress, "value": task.progress,
                   "throttledReports": max(0, task.progress_calls - 1)}
         return {"last": dict(report), "lastUpdate": dict(report)}
-
-    def _orphan(self, task: TaskRecord) -> List[Any]:
-        """A stopped job's task still queued at its grace deadline: the job ends without it. The
-        record stays in its worker's queue, which must match the order the worker runs tasks in;
-        the worker is stopped if it is still running it when the next tick looks."""
-        job = self.jobs.get(task.job_id)
-        if job is None or job.inflight.pop(task.task_id, None) is None:
-            return []
-        return self._resolve(job, task.first, task.count, task.chunk_first, failed=0) + self._maybe_end(job)
 
     def _abandon(self, worker: Any, reason: str) -> List[Any]:
         """Kill a worker that holds a stopped job's overdue task; a live job's tasks go back."""
