@@ -13,7 +13,8 @@ runs here::
 Each step has a named function: ``_drain`` (read every waiting frame), ``_handle`` (one worker
 message), ``_perform`` (carry out the scheduler's instructions), ``_on_worker_exit`` (a death
 reported by the supervisor), ``_tick`` (timeouts). The broker never unpickles a payload: result,
-input and event frames pass through untouched.
+input and event frames pass through untouched, except that a frame a worker placed in its arena
+is handed on as a view of that shared memory (``ArenaMaps``, see arena.py).
 
 Must not know: the user API, the work function, what a result means.
 """
@@ -28,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import zmq
 
 from . import codec, protocol, scheduling
+from .arena import ArenaMaps
 from .errors import RuntimeBrokenError
 from .supervisor import Supervisor
 
@@ -70,6 +72,8 @@ class Broker:
         self.target_workers = 0
         self.early_deaths = 0
         self.broken: Optional[BaseException] = None
+        self.arena_maps = ArenaMaps(self._releases_queued)
+        self.arena_warned = False
         loop.add_reader(self.router.getsockopt(zmq.FD), self._drain)
         self._ticker = loop.call_later(TICK_SECONDS, self._tick)
 
@@ -143,12 +147,20 @@ class Broker:
         msg = codec.decode(frames[1].bytes)
         now = time.monotonic()
         if isinstance(msg, protocol.TaskDone):
+            payload = frames[2:]
+            for index, *where in msg.placed:
+                payload[index] = self.arena_maps.resolve(identity, tuple(where))
             accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors,
                                                      now, leaving=msg.leaving)
             entry = self.jobs.get(msg.job_id)
             if accepted and entry is not None:
-                entry.sink.put(("done", msg, frames[2:], self.scheduler.status(msg.job_id)))
+                entry.sink.put(("done", msg, payload, self.scheduler.status(msg.job_id)))
             self._perform(out)
+        elif isinstance(msg, protocol.SegmentOpened):
+            self._send(identity, protocol.SegmentMapped(msg.segment_id,
+                                                        self._map_segment(identity, msg)))
+        elif isinstance(msg, protocol.SegmentsClosed):
+            self.arena_maps.closed(identity, msg.segment_ids)
         elif isinstance(msg, protocol.Heartbeat):
             self.scheduler.heartbeat(identity[:-3], msg.task_id, msg.slice_index, msg.slice_age,
                                      msg.progress_age, msg.progress, msg.progress_calls, now)
@@ -160,6 +172,32 @@ class Broker:
             self.ready.add(identity)
             self.early_deaths = 0
             self._perform(self.scheduler.add_worker(identity, now))
+
+    def _map_segment(self, identity: bytes, msg: protocol.SegmentOpened) -> bool:
+        pid = self.supervisor.pid(identity)
+        try:
+            if pid is None:
+                raise ProcessLookupError(f"no process for worker {identity!r}")
+            self.arena_maps.map(identity, pid, msg.segment_id, msg.fd)
+            return True
+        except OSError as exc:
+            if isinstance(exc, PermissionError) and not self.arena_warned:  # not just a death
+                self.arena_warned = True
+                print(f"dcplocal broker: cannot map a worker's result arena ({exc}); its large "
+                      f"results travel through the socket instead", file=sys.stderr)
+            return False
+
+    def _releases_queued(self) -> None:
+        """Called from any thread when the client drops arena regions: tell their workers."""
+        try:
+            self.loop.call_soon_threadsafe(self._send_releases)
+        except RuntimeError:  # the loop is closed: the workers are gone too
+            pass
+
+    def _send_releases(self) -> None:
+        for identity, regions in self.arena_maps.take_releases().items():
+            if identity in self.ready:
+                self._send(identity, protocol.Release(tuple(regions)))
 
     def _send(self, identity: bytes, msg: protocol.Message, frames: List[Any] = ()) -> None:
         try:
@@ -198,6 +236,7 @@ class Broker:
         def forget() -> None:
             self._drain()  # what it sent before it exited (a result, "leaving") counts first
             self.ready.discard(identity)
+            self.arena_maps.forget_worker(identity)
             self._perform(self.scheduler.remove_worker(identity, exitcode, time.monotonic()))
 
         def step() -> None:
@@ -236,3 +275,4 @@ class Broker:
         self.supervisor.shutdown(timeout=1.0)
         self.loop.remove_reader(self.router.getsockopt(zmq.FD))
         self.router.close(linger=0)
+        self.arena_maps.clear()

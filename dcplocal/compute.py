@@ -10,7 +10,6 @@ Must not know: sockets, processes, how jobs run.
 from __future__ import annotations
 
 import numbers
-import weakref
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -18,14 +17,11 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from . import ranges
 from .distributions import stats  # noqa: F401 - re-exported for compute users
 from .errors import EINVAL, ENOTAVAIL, ETYPE
-from .job import Job
+from .job import JOBS, Job
 from .jobinputs import DataInput
 from .ranges import MultiRangeObject, RangeObject, SparseRangeObject
 from .sandbox import CallWithoutDatum
 
-#: Jobs of this process by id, for compute.cancel/status/getJobInfo(job_id); weak, so a job
-#: nobody holds any more is forgotten.
-_jobs: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()
 
 #: The spec's NYI market rate (DCC per slice), used by marketValue and calculateSlicePayment.
 MARKET_RATE = 0.0001465376
@@ -51,27 +47,16 @@ def _check_args(arguments: Any) -> Tuple[Any, ...]:
     raise ETYPE(f"work function arguments must be a list or tuple, not {type(arguments).__name__}")
 
 
-def _track(job: Job) -> Job:
-    original = job._begin
-
-    def begin() -> None:
-        original()
-        _jobs[job.id] = job
-
-    job._begin = begin  # type: ignore[method-assign]
-    return job
-
-
 def _job_from_input(input_set: Any, work: Any, arguments: Any) -> Job:
     if isinstance(input_set, range) and len(input_set):  # travels as a range, not as data
         input_set = RangeObject(input_set.start, input_set[-1], input_set.step)
     spec = ranges.to_input_spec(input_set)
     if spec is not None:
-        return _track(Job(spec, None, _check_work(work), _check_args(arguments)))
+        return Job(spec, None, _check_work(work), _check_args(arguments))
     if isinstance(input_set, (str, bytes, dict)) or not isinstance(input_set, Iterable):
         raise ETYPE(f"input set must be a range object, a distribution or an iterable, "
                     f"not {type(input_set).__name__}")
-    return _track(Job(None, DataInput(input_set), _check_work(work), _check_args(arguments)))
+    return Job(None, DataInput(input_set), _check_work(work), _check_args(arguments))
 
 
 def for_(*args: Any, **kwargs: Any) -> Job:
@@ -119,7 +104,7 @@ def do(*args: Any, **kwargs: Any) -> Job:
 def _find(job_or_id: Any) -> Job:
     if isinstance(job_or_id, Job):
         return job_or_id
-    job = _jobs.get(job_or_id)
+    job = JOBS.get(job_or_id)
     if job is None:
         raise ENOTAVAIL(f"no job with id {job_or_id!r} in this process")
     return job

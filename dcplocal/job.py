@@ -16,6 +16,7 @@ import os
 import queue
 import time
 import uuid
+import weakref
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import cloudpickle
@@ -46,6 +47,10 @@ IN_PROCESS_BATCH = 256
 
 
 _NO_SAMPLE = object()
+
+#: Jobs of this process by id, for compute.cancel/status/getJobInfo(job_id); weak, so a job
+#: nobody holds any more is forgotten.
+JOBS: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()
 
 
 class _Aio:
@@ -94,12 +99,17 @@ class Job(EventEmitter, NoticeHandling):
         self.work = EventEmitter()
         self.state: Dict[str, Any] = {}
         self.status = Payload(runStatus="new", total=None, distributed=None, computed=None)
-        self.aio = _Aio(self)
         self._link: Optional[JobLink] = None
         self._cancel_requested = False
         self._store: Optional[ResultStore] = None
         self._first_error: Optional[BaseException] = None
         self._cpu_seconds = 0.0
+
+    @property
+    def aio(self) -> _Aio:
+        """The awaitable forms of exec/localExec (made on demand: a stored one would tie the job
+        and its results into a reference cycle that only the garbage collector frees)."""
+        return _Aio(self)
 
     # ---- public methods ---------------------------------------------------------------------
 
@@ -228,13 +238,23 @@ class Job(EventEmitter, NoticeHandling):
         self.results = self._make_handle()
         self.status.update(total=total, distributed=0, computed=0)
         self.receipt = {"job": self.id, "time": time.time()}
+        JOBS[self.id] = self
 
     def _make_handle(self) -> ResultHandle:
+        # The handle reaches the job weakly: job.results -> handle -> job would be a cycle, and
+        # results (large arrays, arena regions) would live until the garbage collector ran.
+        job = weakref.ref(self)
+
+        def emit_result(index: int) -> None:
+            alive = job()
+            if alive is not None:
+                alive._emit_result(index)
+
         if self._spec is not None:
             spec = self._spec
             return ResultHandle(self._store, spec.key, lambda a, b: list(spec.slice_data(a, b - a)),
-                                spec.shape, self._emit_result)
-        return ResultHandle(self._store, self._data.key, self._data.keys, None, self._emit_result)
+                                spec.shape, emit_result)
+        return ResultHandle(self._store, self._data.key, self._data.keys, None, emit_result)
 
     def _set_run_status(self, run_status: str) -> None:
         if self.status.runStatus != run_status:

@@ -11,6 +11,10 @@ Who sends what (ROUTER in the broker, one DEALER per worker)::
     broker -> worker   JobDef         before a worker's first task of a job  [+ work, args, spec frames]
     broker -> worker   Task           a contiguous run of slices             [+ input chunk frame]
     worker -> broker   TaskDone       results of one Task (returns its credit) [+ result frames]
+    worker -> broker   SegmentOpened  a new arena segment (see arena.py); the worker waits for
+    broker -> worker   SegmentMapped  whether the broker could map it
+    broker -> worker   Release        the client dropped these arena regions
+    worker -> broker   SegmentsClosed the worker closed these idle arena segments
     worker -> broker   Heartbeat      from the worker's watchdog thread while a Task runs
     worker -> broker   Console        print/logging/console.* from a work function
     worker -> broker   WorkEvent      work.emit(name, value)                  [+ pickled value frame]
@@ -24,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 _REGISTRY: Dict[str, Type["Message"]] = {}
 
@@ -90,6 +94,8 @@ class TaskDone(Message):
     """Results of one Task. ``errors`` counts failed slices (their details are in the payload);
     ``elapsed`` is the worker's compute time for the batch in seconds; ``leaving`` says the worker
     exits after this (recycling), so tasks queued behind this one must go elsewhere.
+    ``placed`` lists ``[frame index, segment id, segment fd, offset, bytes]`` of payload frames
+    that were copied into the worker's arena instead (sent as empty frames).
     Frames: result payload."""
 
     OP: ClassVar[str] = "D"
@@ -100,6 +106,45 @@ class TaskDone(Message):
     elapsed: float
     errors: int
     leaving: bool = False
+    placed: Tuple[Tuple[int, int, int, int, int], ...] = ()
+
+
+@register
+@dataclass(frozen=True)
+class SegmentOpened(Message):
+    """A new arena segment: memfd ``fd`` in the worker's process."""
+
+    OP: ClassVar[str] = "O"
+    segment_id: int
+    fd: int
+
+
+@register
+@dataclass(frozen=True)
+class SegmentMapped(Message):
+    """The broker's answer to SegmentOpened: ``ok`` if it mapped the segment."""
+
+    OP: ClassVar[str] = "M"
+    segment_id: int
+    ok: bool
+
+
+@register
+@dataclass(frozen=True)
+class Release(Message):
+    """Arena regions ``[segment id, offset]`` the client no longer uses: the worker may reuse them."""
+
+    OP: ClassVar[str] = "L"
+    regions: Tuple[Tuple[int, int], ...]
+
+
+@register
+@dataclass(frozen=True)
+class SegmentsClosed(Message):
+    """Arena segments the worker closed (idle): the broker unmaps them."""
+
+    OP: ClassVar[str] = "Z"
+    segment_ids: Tuple[int, ...]
 
 
 @register

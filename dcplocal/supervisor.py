@@ -25,6 +25,10 @@ from typing import Any, Callable, Dict, Optional, Sequence
 OnExit = Callable[[bytes, Optional[int]], None]
 
 
+#: Worker malloc settings: blocks up to 32 MiB come from the heap, which keeps up to 128 MiB free.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
+
+
 class _Child:
     __slots__ = ("identity", "popen", "pidfd")
 
@@ -49,6 +53,13 @@ class Supervisor:
         path = [p or os.getcwd() for p in sys.path]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # By default glibc gives the heap top back to the kernel once twice its (adaptive) mmap
+        # threshold sits free there, so a work function that makes several large arrays per
+        # slice gets fresh, page-faulting memory on every slice (measured: 8 MB results took
+        # ~1.4x as long). Keep up to 128 MiB free instead (WORKER_MALLOC); the user's own
+        # settings win.
+        for name, value in WORKER_MALLOC.items():
+            env.setdefault(name, value)
         return env
 
     def start(self) -> bytes:

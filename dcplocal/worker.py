@@ -10,7 +10,9 @@ they arrive and starts the next one as soon as it has sent a result::
       | <-- JobDef [+work,args,spec]   (once per job per worker; the work function is cached)
       | <-- Task [+chunk] ------- |
       | --- Console / WorkEvent ->|   (while the task runs)
-      | --- TaskDone [+results] ->|
+      | --- TaskDone [+results] ->|   (large frames copied into the arena, see arena.py)
+      | <-- Release ------------- |   (the client dropped arena regions: reuse them)
+      | --- SegmentsClosed ------>|   (idle arena segments given back to the system)
       | <-- DropJob / Stop ------ |
 
 When a job asks for a watchdog (progress or slice timeout), a second DEALER on a thread sends
@@ -21,22 +23,24 @@ Process hygiene: the worker asks the kernel to SIGKILL it when its parent dies, 
 own process group so the supervisor can kill it together with any children its work function
 started, and so a Ctrl-C at the terminal reaches the client only.
 
-Imports: protocol, codec, sandbox, inputs (worker side only) — never the user API.
+Imports: protocol, codec, arena, sandbox, inputs (worker side only) — never the user API.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import ctypes
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import cloudpickle
 
 from . import codec, protocol
+from .arena import Arena
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
 # so a warm job's first slice on this worker does not pay ~6 ms of imports.
 from . import inputs  # noqa: F401
@@ -69,10 +73,15 @@ def _limit_memory(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _rss_bytes() -> int:
+def _private_rss_bytes() -> int:
+    """Resident memory that is this process's own (resident minus shared), what a leak grows.
+
+    The arena's shared segments are left out: they are reused, and counting them would recycle
+    a worker for holding results the client has not dropped yet."""
     try:
         with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = statm.read().split()
+        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
 
@@ -160,6 +169,9 @@ class Worker:
         self.heartbeat: Optional[_Heartbeat] = None
         self.recycle_slices, self.recycle_rss = recycle_slices, recycle_rss
         self.slices_run = 0
+        self.arena = Arena(self._announce_segment)
+        #: messages that arrived while we waited for SegmentMapped, handled next
+        self.backlog: Deque[List[Any]] = collections.deque()
 
     def send(self, msg: protocol.Message, frames: List[Any] = ()) -> None:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
@@ -168,9 +180,18 @@ class Worker:
         self.send(protocol.Ready(os.getpid()))
         with SandboxEnvironment(capture_output=True):
             while True:
-                frames = self.socket.recv_multipart(copy=False)
+                self._close_idle_segments()
+                # wake up now and then while some segment is idle, so it can be given back
+                if self.backlog:
+                    frames = self.backlog.popleft()
+                elif self.socket.poll(1000 if self.arena.idle else None):
+                    frames = self.socket.recv_multipart(copy=False)
+                else:
+                    continue
                 msg = codec.decode(frames[0].bytes)
-                if isinstance(msg, protocol.Task):
+                if isinstance(msg, protocol.Release):
+                    self.arena.release(msg.regions)
+                elif isinstance(msg, protocol.Task):
                     if self.run_task(msg, frames[1:]):
                         return
                 elif isinstance(msg, protocol.JobDef):
@@ -180,6 +201,21 @@ class Worker:
                 elif isinstance(msg, protocol.Stop):
                     return
 
+    def _announce_segment(self, segment_id: int, fd: int) -> bool:
+        """Have the broker map a new arena segment before any result uses it; its answer."""
+        self.send(protocol.SegmentOpened(segment_id, fd))
+        while True:
+            frames = self.socket.recv_multipart(copy=False)
+            msg = codec.decode(frames[0].bytes)
+            if isinstance(msg, protocol.SegmentMapped) and msg.segment_id == segment_id:
+                return msg.ok
+            self.backlog.append(frames)
+
+    def _close_idle_segments(self) -> None:
+        closed = self.arena.close_idle()
+        if closed:
+            self.send(protocol.SegmentsClosed(tuple(closed)))
+
     def _worn_out(self) -> bool:
         """Recycling: leave (cleanly, between tasks) after N slices or above the RSS guard.
 
@@ -187,7 +223,7 @@ class Worker:
         count the tasks queued behind it as lost to a death."""
         if self.recycle_slices and self.slices_run >= self.recycle_slices:
             return True
-        return bool(self.recycle_rss) and _rss_bytes() > self.recycle_rss
+        return bool(self.recycle_rss) and _private_rss_bytes() > self.recycle_rss
 
     def _watch(self, task_id: int, job: _LoadedJob) -> None:
         interval = job.options.get("heartbeat")
@@ -237,11 +273,24 @@ class Worker:
             errors.append(failure)
         if errors:
             frames.append(codec.dumps(errors)[0])
-        elapsed = time.perf_counter() - started
         leaving = self._worn_out()
+        placed = self._place(frames)
+        elapsed = time.perf_counter() - started
         self.send(protocol.TaskDone(task.task_id, task.job_id, task.first, task.count, elapsed,
-                                    len(errors), leaving), frames)
+                                    len(errors), leaving, placed), frames)
         return leaving
+
+    def _place(self, frames: List[Any]) -> Tuple[Tuple[int, int, int, int, int], ...]:
+        """Copy large frames into the arena (emptying them in ``frames``); where they went."""
+        placed = []
+        for index, frame in enumerate(frames):
+            if isinstance(frame, bytes) and len(frame) < self.arena.min_bytes:
+                continue
+            where = self.arena.place(frame)
+            if where is not None:
+                placed.append((index, *where))
+                frames[index] = b""
+        return tuple(placed)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

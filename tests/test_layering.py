@@ -12,7 +12,7 @@ KERNELS = ROOT / "kernels"
 
 USER_API = {"compute", "job", "results", "ranges", "distributions", "events", "jobinputs",
             "requirements"}
-WORKER_SIDE = {"worker", "sandbox", "inputs", "protocol", "codec", "errors"}
+WORKER_SIDE = {"worker", "sandbox", "inputs", "protocol", "codec", "errors", "arena"}
 
 
 def imports_of(path: pathlib.Path) -> set:
@@ -73,6 +73,12 @@ def test_supervisor_knows_no_messages():
 def test_broker_never_runs_user_code_modules():
     assert not own(module_imports("broker")) & (USER_API | {"sandbox", "worker", "inputs"})
     assert not {"pickle", "cloudpickle"} & {n.split(".")[0] for n in module_imports("broker")}
+
+
+def test_arena_knows_no_sockets_messages_or_scheduling():
+    names = module_imports("arena")
+    assert not {n.split(".")[0] for n in names} & {"zmq", "pickle", "cloudpickle", "asyncio"}
+    assert not own(names)
 
 
 def test_kernels_import_nothing_from_dcplocal():

@@ -1,0 +1,229 @@
+"""Shared-memory transport of large frames, from a worker's arena straight into client arrays.
+
+A large result (an 8 MB numpy array, say) would otherwise cross a socket: copied into the kernel,
+copied out again into fresh client memory, whose every page faults on first touch — the
+dominant cost on a VM. Instead each worker keeps an `Arena`: a few memfd segments that it maps
+once and reuses. It copies a large frame into a free region of its arena (warm memory, one copy)
+and sends only where the frame lies. The broker maps each new segment (`/proc/<pid>/fd/<fd>`,
+kept in `ArenaMaps`) before the worker may use it — the worker waits for that answer — so a
+result already sent survives its worker's death, and hands the client a numpy view of the
+region: zero copies on the client, no page faults once the mapping is warm. If the broker cannot
+map a segment (a ptrace-restricted ``/proc``), that worker sends everything through the socket.
+
+A region belongs to its client array until that array (and every view of it) dies: a finalizer
+on the region's owner array queues a release, the broker flushes releases to the worker as a
+``Release`` message, and only then may the worker reuse the region. So a result is never
+overwritten while the client can see it, and it outlives its worker (the client's mapping keeps
+the memfd alive) and the runtime. Idle segments are closed after `IDLE_SECONDS`, so memory goes
+back to the system once the client has dropped its results.
+
+Must not know: sockets, messages, scheduling, what a frame means.
+"""
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+import threading
+import time
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+#: Frames at least this large travel through the arena. Below it a socket copy is cheap and a
+#: region's bookkeeping (finalizer, release message) is not worth it.
+ARENA_MIN_BYTES = 256 * 1024
+#: Segments are this large unless one frame needs more.
+SEGMENT_BYTES = 64 * 1024 * 1024
+#: A wholly free segment is closed after this long unused (warm memory for the next job first).
+IDLE_SECONDS = 5.0
+#: Regions start on page boundaries: client arrays are aligned and never share a page.
+_PAGE = mmap.PAGESIZE
+
+#: Where a frame was placed: (segment id, segment fd, offset, byte length).
+Placement = Tuple[int, int, int, int]
+
+
+def _round_up(size: int, to: int) -> int:
+    return -(-size // to) * to
+
+
+class _Segment:
+    """One memfd mapping with a first-fit free list of (offset, size) blocks, kept sorted."""
+
+    def __init__(self, seg_id: int, size: int) -> None:
+        self.id, self.size = seg_id, size
+        self.fd = os.memfd_create(f"dcplocal-arena-{seg_id}", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, size)
+        self.map = mmap.mmap(self.fd, size)
+        self.view = np.frombuffer(self.map, dtype=np.uint8)
+        self.free: List[Tuple[int, int]] = [(0, size)]
+        self.used: Dict[int, int] = {}     # offset -> size of each live region
+        self.idle_since = time.monotonic()
+
+    def allocate(self, size: int) -> Optional[int]:
+        for index, (offset, length) in enumerate(self.free):
+            if length >= size:
+                if length == size:
+                    del self.free[index]
+                else:
+                    self.free[index] = (offset + size, length - size)
+                self.used[offset] = size
+                return offset
+        return None
+
+    def release(self, offset: int) -> None:
+        size = self.used.pop(offset)
+        index = bisect.bisect(self.free, (offset, size))
+        # coalesce with the free neighbours, so big regions can be carved again
+        if index < len(self.free) and self.free[index][0] == offset + size:
+            size += self.free.pop(index)[1]
+        if index and self.free[index - 1][0] + self.free[index - 1][1] == offset:
+            index -= 1
+            offset, size = self.free[index][0], self.free[index][1] + size
+            del self.free[index]
+        self.free.insert(index, (offset, size))
+        if not self.used:
+            self.idle_since = time.monotonic()
+
+    def close(self) -> None:
+        del self.view
+        self.map.close()
+        os.close(self.fd)
+
+
+class Arena:
+    """A worker's reusable shared memory for outgoing large frames.
+
+    ``announce(segment id, fd)`` is asked before a new segment is used; it returns whether the
+    receiving side could map it. After a refusal the arena places nothing more.
+    """
+
+    def __init__(self, announce: Callable[[int, int], bool], min_bytes: int = ARENA_MIN_BYTES,
+                 segment_bytes: int = SEGMENT_BYTES, idle_seconds: float = IDLE_SECONDS) -> None:
+        self.announce = announce
+        self.min_bytes, self.segment_bytes, self.idle_seconds = min_bytes, segment_bytes, idle_seconds
+        self.segments: Dict[int, _Segment] = {}
+        self.enabled = True
+        self._next_id = 1
+
+    def place(self, frame: Any) -> Optional[Placement]:
+        """Copy ``frame`` (any contiguous buffer) into a free region; None if it is too small
+        (or the arena is off)."""
+        if not self.enabled:
+            return None
+        data = memoryview(frame)
+        if not data.c_contiguous:  # a PickleBuffer of a Fortran-ordered array
+            data = frame.raw()
+        nbytes = data.nbytes
+        if nbytes < self.min_bytes:
+            return None
+        size = _round_up(nbytes, _PAGE)
+        for segment in self.segments.values():
+            offset = segment.allocate(size)
+            if offset is not None:
+                break
+        else:
+            segment = _Segment(self._next_id, max(self.segment_bytes, size))
+            self._next_id += 1
+            if not self.announce(segment.id, segment.fd):
+                segment.close()
+                self.enabled = False
+                return None
+            self.segments[segment.id] = segment
+            offset = segment.allocate(size)
+            assert offset is not None
+        segment.view[offset:offset + nbytes] = np.frombuffer(data, dtype=np.uint8)
+        return segment.id, segment.fd, offset, nbytes
+
+    def release(self, regions: Iterable[Tuple[int, int]]) -> None:
+        """The client dropped these (segment id, offset) regions: they may be reused."""
+        for seg_id, offset in regions:
+            segment = self.segments.get(seg_id)
+            if segment is not None and offset in segment.used:
+                segment.release(offset)
+
+    def close_idle(self, now: Optional[float] = None) -> List[int]:
+        """Close segments wholly free for ``idle_seconds``; returns their ids."""
+        now = time.monotonic() if now is None else now
+        closed = [s.id for s in self.segments.values()
+                  if not s.used and now - s.idle_since >= self.idle_seconds]
+        for seg_id in closed:
+            self.segments.pop(seg_id).close()
+        return closed
+
+    @property
+    def idle(self) -> bool:
+        """Some segment is wholly free (and so will be closed if it stays that way)."""
+        return any(not s.used for s in self.segments.values())
+
+    def close(self) -> None:
+        for segment in self.segments.values():
+            segment.close()
+        self.segments.clear()
+
+
+class ArenaMaps:
+    """The client's side: worker segments mapped once, regions handed out as numpy arrays.
+
+    ``on_release`` is called (from whichever thread drops the last view of a region) with no
+    arguments whenever a release is queued; the owner then calls `take_releases` on its thread.
+    """
+
+    def __init__(self, on_release: Callable[[], None]) -> None:
+        self._maps: Dict[Tuple[bytes, int], mmap.mmap] = {}
+        self._releases: List[Tuple[bytes, int, int]] = []
+        self._lock = threading.Lock()
+        self._on_release = on_release
+
+    def map(self, worker: bytes, pid: int, seg_id: int, fd: int) -> None:
+        """Map a worker's new segment; raises OSError if it cannot be opened."""
+        handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR)
+        try:
+            self._maps[(worker, seg_id)] = mmap.mmap(handle, 0)
+        finally:
+            os.close(handle)
+
+    def resolve(self, worker: bytes, placement: Placement) -> np.ndarray:
+        """A writable uint8 array over a placed region of a segment mapped earlier."""
+        seg_id, _fd, offset, nbytes = placement
+        segment = self._maps[(worker, seg_id)]
+        owner = np.frombuffer(segment, dtype=np.uint8, count=nbytes, offset=offset)
+        # Views of ``owner`` keep it as their base (numpy stops collapsing bases at the mmap),
+        # so this runs only when the last array over the region is gone.
+        weakref.finalize(owner, self._release, worker, seg_id, offset).atexit = False
+        return owner
+
+    def _release(self, worker: bytes, seg_id: int, offset: int) -> None:
+        with self._lock:
+            first = not self._releases
+            self._releases.append((worker, seg_id, offset))
+        if first:
+            self._on_release()
+
+    def take_releases(self) -> Dict[bytes, List[Tuple[int, int]]]:
+        """Queued releases, by worker: ``{worker: [(segment id, offset), ...]}``."""
+        with self._lock:
+            releases, self._releases = self._releases, []
+        by_worker: Dict[bytes, List[Tuple[int, int]]] = {}
+        for worker, seg_id, offset in releases:
+            by_worker.setdefault(worker, []).append((seg_id, offset))
+        return by_worker
+
+    def closed(self, worker: bytes, seg_ids: Iterable[int]) -> None:
+        """The worker closed these segments: unmap them here once no array uses them."""
+        for seg_id in seg_ids:
+            self._maps.pop((worker, seg_id), None)
+
+    def forget_worker(self, worker: bytes) -> None:
+        """The worker is gone: its live regions keep their mappings; nothing more is mapped."""
+        for key in [key for key in self._maps if key[0] == worker]:
+            del self._maps[key]
+
+    def segments(self, worker: Optional[bytes] = None) -> List[Tuple[bytes, int]]:
+        """(worker, segment id) of every mapped segment (of one worker), for tests and stats."""
+        return sorted(key for key in self._maps if worker is None or key[0] == worker)
+
+    def clear(self) -> None:
+        self._maps.clear()

@@ -1,0 +1,220 @@
+"""The shared-memory result arena: its allocator, the client's mappings, and large results end to end.
+
+Large results (numpy arrays of ARENA_MIN_BYTES and up) come back as views of the worker's arena.
+What must hold: the values are exact and writable; a region is never reused while any view of it
+is alive (a later job cannot overwrite an earlier job's results); dropped results are reused
+rather than growing the arena; results outlive their worker and the runtime; idle segments are
+given back; a worker whose arena cannot be mapped falls back to the socket.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import dcplocal
+from dcplocal import compute
+from dcplocal.arena import ARENA_MIN_BYTES, Arena, ArenaMaps
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MIB = 1 << 20
+
+
+def _frame(value: int, nbytes: int) -> np.ndarray:
+    return np.full(nbytes, value % 256, dtype=np.uint8)
+
+
+# ---- the allocator, in this process ------------------------------------------------------------
+
+def test_small_frames_are_not_placed_and_large_ones_are_page_aligned():
+    arena = Arena(lambda seg, fd: True, min_bytes=4096, segment_bytes=16 * PAGE)
+    assert arena.place(b"x" * 100) is None
+    first = arena.place(_frame(1, 5000))
+    second = arena.place(_frame(2, 4096))
+    assert first[0] == second[0]                       # one segment
+    assert first[2] == 0 and second[2] == 2 * PAGE     # 5000 bytes take two pages
+    assert first[3] == 5000 and second[3] == 4096
+    arena.close()
+
+
+def test_released_neighbours_coalesce_so_a_large_region_fits_again():
+    segments = []
+    arena = Arena(lambda seg, fd: segments.append(seg) or True, min_bytes=1,
+                  segment_bytes=8 * PAGE)
+    small = [arena.place(_frame(i, PAGE)) for i in range(8)]   # fill the segment page by page
+    assert len(segments) == 1
+    arena.release([(seg, offset) for seg, _fd, offset, _n in small[2:6]])
+    big = arena.place(_frame(9, 4 * PAGE))                       # fits only if 4 pages merged
+    assert big[0] == segments[0] and big[2] == 2 * PAGE
+    assert len(segments) == 1
+    arena.close()
+
+
+def test_a_full_arena_grows_and_announces_each_new_segment_once():
+    announced = []
+    arena = Arena(lambda seg, fd: announced.append((seg, fd)) or True, min_bytes=1,
+                  segment_bytes=4 * PAGE)
+    placed = [arena.place(_frame(i, 2 * PAGE)) for i in range(5)]
+    assert [seg for seg, *_ in placed] == [1, 1, 2, 2, 3]
+    assert [seg for seg, _fd in announced] == [1, 2, 3]
+    huge = arena.place(_frame(0, 10 * PAGE))                     # larger than a segment
+    assert huge[0] == 4 and arena.segments[4].size == 10 * PAGE
+    arena.close()
+
+
+def test_a_refused_segment_turns_the_arena_off():
+    arena = Arena(lambda seg, fd: False, min_bytes=1)
+    assert arena.place(_frame(1, PAGE)) is None
+    assert not arena.enabled and not arena.segments
+    assert arena.place(_frame(1, PAGE)) is None
+
+
+def test_only_wholly_free_segments_close_and_only_after_the_idle_time():
+    arena = Arena(lambda seg, fd: True, min_bytes=1, segment_bytes=2 * PAGE, idle_seconds=5.0)
+    a = arena.place(_frame(1, 2 * PAGE))
+    b = arena.place(_frame(2, 2 * PAGE))
+    arena.release([(a[0], a[2])])
+    now = time.monotonic()
+    assert arena.close_idle(now) == []                 # free, but not for long enough
+    assert arena.close_idle(now + 6) == [a[0]]         # b is still in use
+    assert set(arena.segments) == {b[0]}
+    arena.close()
+
+
+# ---- the client's mappings, over this process's own arena -------------------------------------
+
+def test_a_region_is_released_only_when_its_last_view_dies():
+    arena = Arena(lambda seg, fd: True, min_bytes=1)
+    where = arena.place(np.arange(1000, dtype=np.float64))
+    queued = []
+    maps = ArenaMaps(lambda: queued.append(1))
+    maps.map(b"w", os.getpid(), where[0], where[1])
+    owner = maps.resolve(b"w", where)
+    values = np.frombuffer(owner, dtype=np.float64)
+    tail = values[500:]
+    del owner, values
+    gc.collect()
+    assert maps.take_releases() == {} and not queued   # ``tail`` still sees the region
+    assert tail[0] == 500.0
+    tail[0] = -1.0                                     # writable, in the shared memory
+    assert np.frombuffer(arena.segments[where[0]].map, dtype=np.float64, count=501)[500] == -1.0
+    del tail
+    assert maps.take_releases() == {b"w": [(where[0], where[2])]}
+    assert queued == [1]
+    arena.close()
+
+
+# ---- end to end, with worker processes ----------------------------------------------------------
+
+def big_array(x):
+    """A result well above the arena threshold: 4 MiB of float64, every element ``x``."""
+    import numpy as np
+    return np.full(512 * 1024, float(x))
+
+
+def _segments(rt: dcplocal.LocalRuntime):
+    return rt.query(lambda broker: broker.arena_maps.segments())
+
+
+def _run(rt, first, last, fn=big_array):
+    job = compute.for_(first, last, fn)
+    job.scheduler = rt
+    return job.exec()
+
+
+def test_large_results_are_exact_writable_views_of_the_arena():
+    with dcplocal.LocalRuntime(workers=2) as rt:
+        results = _run(rt, 0, 19)
+        assert _segments(rt), "no large result came through the arena"
+        for x, array in enumerate(results):
+            assert array.shape == (512 * 1024,) and array.dtype == np.float64
+            assert array[0] == x and array[-1] == x and np.all(array == x)
+        results[3][:] = -1                             # each result is its own memory
+        assert np.all(results[3] == -1) and np.all(results[4] == 4) and np.all(results[2] == 2)
+
+
+def test_results_held_by_the_client_are_never_overwritten_by_later_jobs():
+    with dcplocal.LocalRuntime(workers=1) as rt:
+        kept = _run(rt, 0, 9)
+        segments = _segments(rt)
+        later = _run(rt, 100, 109)
+        assert len(_segments(rt)) > len(segments)     # the arena grew instead of reusing
+        assert [float(a[0]) for a in later] == list(range(100, 110))
+        for x, array in enumerate(kept):
+            assert np.all(array == x), f"result {x} was overwritten"
+
+
+def test_dropped_results_are_reused_instead_of_growing_the_arena():
+    with dcplocal.LocalRuntime(workers=1) as rt:
+        results = _run(rt, 0, 9)                       # 40 MiB: one 64 MiB segment
+        segments = _segments(rt)
+        assert len(segments) == 1
+        del results
+        for job in range(3):                           # 120 MiB more, in the same segment
+            results = _run(rt, job * 10, job * 10 + 9)
+            assert all(np.all(a == job * 10 + x) for x, a in enumerate(results))
+            del results
+            assert _segments(rt) == segments
+
+
+def test_results_outlive_their_worker_and_the_runtime():
+    with dcplocal.LocalRuntime(workers=2) as rt:
+        results = _run(rt, 0, 7)
+        pids = rt.worker_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while set(rt.worker_pids()) & set(pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not set(rt.worker_pids()) & set(pids)
+        assert all(np.all(a == x) for x, a in enumerate(results))
+    assert all(np.all(a == x) for x, a in enumerate(results))   # runtime closed too
+
+
+def test_recycled_workers_results_arrive_intact():
+    with dcplocal.LocalRuntime(workers=1, recycle_slices=1) as rt:
+        job = compute.for_(0, 5, lambda x: (os.getpid(), big_array(x)))
+        job.scheduler = rt
+        job.initialSliceProfile = {"cpuHours": 1.0}   # one slice per task: one worker each
+        results = job.exec()
+        assert len({pid for pid, _ in results}) == 6
+        assert all(np.all(a == x) for x, (_, a) in enumerate(results))
+
+
+def test_a_worker_whose_arena_cannot_be_mapped_uses_the_socket(monkeypatch, capfd):
+    def refuse(self, worker, pid, seg_id, fd):
+        raise PermissionError(13, "Permission denied", f"/proc/{pid}/fd/{fd}")
+
+    monkeypatch.setattr(ArenaMaps, "map", refuse)
+    with dcplocal.LocalRuntime(workers=2) as rt:
+        results = _run(rt, 0, 9)
+        assert all(np.all(a == x) for x, a in enumerate(results))
+        assert _segments(rt) == []
+    assert capfd.readouterr().err.count("cannot map a worker's result arena") == 1
+
+
+def test_results_below_the_threshold_travel_through_the_socket():
+    with dcplocal.LocalRuntime(workers=1) as rt:
+        small = ARENA_MIN_BYTES // 8 - 1               # float64 elements, just under
+        results = _run(rt, 0, 3, lambda x: __import__("numpy").full(small, float(x)))
+        assert [float(a[-1]) for a in results] == [0.0, 1.0, 2.0, 3.0]
+        assert _segments(rt) == []
+
+
+@pytest.mark.slow
+def test_idle_segments_are_given_back_after_the_results_are_dropped():
+    with dcplocal.LocalRuntime(workers=1) as rt:
+        results = _run(rt, 0, 3)
+        (pid,) = rt.worker_pids()
+        memfds = lambda: [fd for fd in os.listdir(f"/proc/{pid}/fd")  # noqa: E731
+                          if "dcplocal-arena" in os.readlink(f"/proc/{pid}/fd/{fd}")]
+        assert memfds() and _segments(rt)
+        del results
+        deadline = time.monotonic() + 30               # IDLE_SECONDS, plus the worker's 1 s poll
+        while (memfds() or _segments(rt)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert memfds() == [] and _segments(rt) == []
