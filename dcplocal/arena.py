@@ -14,8 +14,9 @@ A region belongs to its client array until that array (and every view of it) die
 on the region's owner array queues a release, the broker flushes releases to the worker as a
 ``Release`` message, and only then may the worker reuse the region. So a result is never
 overwritten while the client can see it, and it outlives its worker (the client's mapping keeps
-the memfd alive) and the runtime. Idle segments are closed after `IDLE_SECONDS`, so memory goes
-back to the system once the client has dropped its results.
+the memfd alive) and the runtime. A wholly free segment stays, warm for the next job, for
+`IDLE_SECONDS`, and only while the worker's free segments hold at most `retain_bytes()`; then it
+is closed, so memory goes back to the system once the client has dropped its results.
 
 Must not know: sockets, messages, scheduling, what a frame means.
 """
@@ -37,7 +38,17 @@ ARENA_MIN_BYTES = 256 * 1024
 #: Segments are this large unless one frame needs more.
 SEGMENT_BYTES = 64 * 1024 * 1024
 #: A wholly free segment is closed after this long unused (warm memory for the next job first).
-IDLE_SECONDS = 5.0
+IDLE_SECONDS = 60.0
+
+
+def retain_bytes() -> int:
+    """Free segments a worker keeps warm at most: 1 GiB, or a quarter of RAM shared by as many
+    workers as there are cores, whichever is less."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        ram = 4 << 30
+    return min(1 << 30, ram // (4 * (os.cpu_count() or 1)))
 #: Regions start on page boundaries: client arrays are aligned and never share a page.
 _PAGE = mmap.PAGESIZE
 
@@ -101,9 +112,11 @@ class Arena:
     """
 
     def __init__(self, announce: Callable[[int, int], bool], min_bytes: int = ARENA_MIN_BYTES,
-                 segment_bytes: int = SEGMENT_BYTES, idle_seconds: float = IDLE_SECONDS) -> None:
+                 segment_bytes: int = SEGMENT_BYTES, idle_seconds: float = IDLE_SECONDS,
+                 retain: Optional[int] = None) -> None:
         self.announce = announce
         self.min_bytes, self.segment_bytes, self.idle_seconds = min_bytes, segment_bytes, idle_seconds
+        self.retain = retain_bytes() if retain is None else retain
         self.segments: Dict[int, _Segment] = {}
         self.enabled = True
         self._next_id = 1
@@ -145,12 +158,17 @@ class Arena:
                 segment.release(offset)
 
     def close_idle(self, now: Optional[float] = None) -> List[int]:
-        """Close segments wholly free for ``idle_seconds``; returns their ids."""
+        """Close segments wholly free for ``idle_seconds``, and the longest-free ones beyond
+        ``retain`` bytes of free segments; returns their ids."""
         now = time.monotonic() if now is None else now
-        closed = [s.id for s in self.segments.values()
-                  if not s.used and now - s.idle_since >= self.idle_seconds]
-        for seg_id in closed:
-            self.segments.pop(seg_id).close()
+        free = sorted((s for s in self.segments.values() if not s.used),
+                      key=lambda s: s.idle_since, reverse=True)   # most recently freed first
+        kept, closed = 0, []
+        for segment in free:
+            kept += segment.size
+            if kept > self.retain or now - segment.idle_since >= self.idle_seconds:
+                closed.append(segment.id)
+                self.segments.pop(segment.id).close()
         return closed
 
     @property

@@ -58,12 +58,16 @@ class LocalRuntime:
     ``workers``: processes for ``exec()`` (default: all cores; ``localExec(n)`` asks for n).
     ``memory_limit``: bytes of address space per worker (setrlimit), so a runaway slice raises
     MemoryError instead of meeting the OOM killer. ``recycle_slices`` / ``recycle_rss``: a worker
-    retires, between tasks, after that many slices or once its RSS exceeds that many bytes (for
-    work functions that leak); a fresh one takes its place.
+    retires, between tasks, after that many slices or once its private resident memory (RSS
+    less shared pages, so its result arena does not count) exceeds that many bytes (for work
+    functions that leak); a fresh one takes its place. ``arena_idle_seconds``: how long a
+    worker keeps a wholly free segment of its result arena warm for the next job (default 60 s;
+    0 gives memory back as soon as the client drops its large results).
     """
 
     def __init__(self, workers: Optional[int] = None, *, memory_limit: Optional[int] = None,
-                 recycle_slices: Optional[int] = None, recycle_rss: Optional[int] = None) -> None:
+                 recycle_slices: Optional[int] = None, recycle_rss: Optional[int] = None,
+                 arena_idle_seconds: Optional[float] = None) -> None:
         self.default_workers = workers or os.cpu_count() or 1
         self.worker_args: List[str] = []
         for flag, value in (("--memory-limit", memory_limit), ("--recycle-slices", recycle_slices),
@@ -72,6 +76,12 @@ class LocalRuntime:
                 if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                     raise EINVAL(f"LocalRuntime({flag[2:].replace('-', '_')}=…) must be a positive int, not {value!r}")
                 self.worker_args += [flag, str(value)]
+        if arena_idle_seconds is not None:
+            if (not isinstance(arena_idle_seconds, (int, float)) or isinstance(arena_idle_seconds, bool)
+                    or not 0 <= arena_idle_seconds < float("inf")):
+                raise EINVAL(f"LocalRuntime(arena_idle_seconds=…) must be a finite number of seconds "
+                             f">= 0, not {arena_idle_seconds!r}")
+            self.worker_args += ["--arena-idle-seconds", repr(float(arena_idle_seconds))]
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None

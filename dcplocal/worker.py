@@ -40,7 +40,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import cloudpickle
 
 from . import codec, protocol
-from .arena import Arena
+from .arena import IDLE_SECONDS, Arena
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
 # so a warm job's first slice on this worker does not pay ~6 ms of imports.
 from . import inputs  # noqa: F401
@@ -156,7 +156,7 @@ class _Heartbeat(threading.Thread):
 
 class Worker:
     def __init__(self, address: str, identity: bytes, recycle_slices: int = 0,
-                 recycle_rss: int = 0) -> None:
+                 recycle_rss: int = 0, arena_idle_seconds: float = IDLE_SECONDS) -> None:
         import zmq
 
         self.address, self.identity = address, identity
@@ -169,7 +169,7 @@ class Worker:
         self.heartbeat: Optional[_Heartbeat] = None
         self.recycle_slices, self.recycle_rss = recycle_slices, recycle_rss
         self.slices_run = 0
-        self.arena = Arena(self._announce_segment)
+        self.arena = Arena(self._announce_segment, idle_seconds=arena_idle_seconds)
         #: messages that arrived while we waited for SegmentMapped, handled next
         self.backlog: Deque[List[Any]] = collections.deque()
 
@@ -301,6 +301,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--memory-limit", type=int, default=0, help="bytes of address space")
     parser.add_argument("--recycle-slices", type=int, default=0)
     parser.add_argument("--recycle-rss", type=int, default=0, help="bytes")
+    parser.add_argument("--arena-idle-seconds", type=float, default=IDLE_SECONDS)
     opts = parser.parse_args(argv)
     try:
         os.setpgid(0, 0)  # already done by the supervisor (new session); for manual starts
@@ -310,7 +311,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
     if opts.memory_limit:
         _limit_memory(opts.memory_limit)
-    worker = Worker(opts.connect, opts.identity.encode(), opts.recycle_slices, opts.recycle_rss)
+    worker = Worker(opts.connect, opts.identity.encode(), opts.recycle_slices, opts.recycle_rss,
+                    opts.arena_idle_seconds)
     worker.serve()
     worker.socket.close(linger=1000)
     worker.context.term()

@@ -4,7 +4,7 @@ Large results (numpy arrays of ARENA_MIN_BYTES and up) come back as views of the
 What must hold: the values are exact and writable; a region is never reused while any view of it
 is alive (a later job cannot overwrite an earlier job's results); dropped results are reused
 rather than growing the arena; results outlive their worker and the runtime; idle segments are
-given back; a worker whose arena cannot be mapped falls back to the socket.
+given back after a while or beyond a size; a worker whose arena cannot be mapped falls back to the socket.
 """
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def test_a_refused_segment_turns_the_arena_off():
 
 
 def test_only_wholly_free_segments_close_and_only_after_the_idle_time():
-    arena = Arena(lambda seg, fd: True, min_bytes=1, segment_bytes=2 * PAGE, idle_seconds=5.0)
+    arena = Arena(lambda seg, fd: True, min_bytes=1, segment_bytes=2 * PAGE, idle_seconds=5.0,
+                  retain=1 << 30)
     a = arena.place(_frame(1, 2 * PAGE))
     b = arena.place(_frame(2, 2 * PAGE))
     arena.release([(a[0], a[2])])
@@ -205,16 +206,34 @@ def test_results_below_the_threshold_travel_through_the_socket():
         assert _segments(rt) == []
 
 
+def test_segments_beyond_the_retained_size_close_at_once_oldest_first():
+    arena = Arena(lambda seg, fd: True, min_bytes=1, segment_bytes=2 * PAGE, retain=4 * PAGE)
+    placed = [arena.place(_frame(i, 2 * PAGE)) for i in range(4)]
+    for index in (0, 2, 1):                            # freed in this order
+        arena.release([(placed[index][0], placed[index][2])])
+        time.sleep(0.002)
+    # segments 2 and 1 were freed last: they are kept; segment 0 goes beyond 4 pages of free
+    assert arena.close_idle() == [placed[0][0]]
+    assert set(arena.segments) == {placed[1][0], placed[2][0], placed[3][0]}
+    arena.close()
+
+
+@pytest.mark.parametrize("value", [-1, float("inf"), "5", True])
+def test_arena_idle_seconds_is_validated(value):
+    with pytest.raises(dcplocal.errors.EINVAL, match="arena_idle_seconds"):
+        dcplocal.LocalRuntime(arena_idle_seconds=value)
+
+
 @pytest.mark.slow
 def test_idle_segments_are_given_back_after_the_results_are_dropped():
-    with dcplocal.LocalRuntime(workers=1) as rt:
+    with dcplocal.LocalRuntime(workers=1, arena_idle_seconds=2) as rt:
         results = _run(rt, 0, 3)
         (pid,) = rt.worker_pids()
         memfds = lambda: [fd for fd in os.listdir(f"/proc/{pid}/fd")  # noqa: E731
                           if "dcplocal-arena" in os.readlink(f"/proc/{pid}/fd/{fd}")]
         assert memfds() and _segments(rt)
         del results
-        deadline = time.monotonic() + 30               # IDLE_SECONDS, plus the worker's 1 s poll
+        deadline = time.monotonic() + 30               # 2 s idle, plus the worker's 1 s poll
         while (memfds() or _segments(rt)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert memfds() == [] and _segments(rt) == []
