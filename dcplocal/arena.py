@@ -118,7 +118,8 @@ class Arena:
         self.min_bytes, self.segment_bytes, self.idle_seconds = min_bytes, segment_bytes, idle_seconds
         self.retain = retain_bytes() if retain is None else retain
         self.segments: Dict[int, _Segment] = {}
-        self.enabled = True
+        # memfd and /proc/<pid>/fd are Linux's; elsewhere every frame takes the socket
+        self.enabled = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
         self._next_id = 1
 
     def place(self, frame: Any) -> Optional[Placement]:
@@ -138,7 +139,10 @@ class Arena:
             if offset is not None:
                 break
         else:
-            segment = _Segment(self._next_id, max(self.segment_bytes, size))
+            try:
+                segment = _Segment(self._next_id, max(self.segment_bytes, size))
+            except (OSError, MemoryError, ValueError):  # e.g. the job's memory_limit: use the socket
+                return None
             self._next_id += 1
             if not self.announce(segment.id, segment.fd):
                 segment.close()

@@ -73,6 +73,19 @@ def test_a_refused_segment_turns_the_arena_off():
     assert arena.place(_frame(1, PAGE)) is None
 
 
+def test_a_segment_that_cannot_be_made_leaves_the_frame_to_the_socket():
+    import resource
+
+    arena = Arena(lambda seg, fd: True, min_bytes=1, segment_bytes=1 << 40)   # 1 TiB
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 39, hard))               # 512 GiB of space
+    try:
+        assert arena.place(_frame(1, PAGE)) is None
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert arena.enabled and not arena.segments        # the next frame may find room again
+
+
 def test_only_wholly_free_segments_close_and_only_after_the_idle_time():
     arena = Arena(lambda seg, fd: True, min_bytes=1, segment_bytes=2 * PAGE, idle_seconds=5.0,
                   retain=1 << 30)
