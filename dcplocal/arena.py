@@ -18,11 +18,19 @@ the memfd alive) and the runtime. A wholly free segment stays, warm for the next
 `IDLE_SECONDS`, and only while the worker's free segments hold at most `retain_bytes()`; then it
 is closed, so memory goes back to the system once the client has dropped its results.
 
+Large *inputs* take the mirror path: the broker copies a data chunk's large frames into the
+client's own arena, `RegionHolds` counts who may still read each region (the broker's copy of the
+chunk, and each worker per task message sent to it), and a worker maps the regions of each task
+it receives copy-on-write (`private_view`), so a work function that writes to its input changes
+only its own copy, and reports them released when its views die. A worker that cannot open the
+client's segments (`can_open`) is sent such chunks through the socket.
+
 Must not know: sockets, messages, scheduling, what a frame means.
 """
 from __future__ import annotations
 
 import bisect
+import collections
 import mmap
 import os
 import threading
@@ -249,3 +257,94 @@ class ArenaMaps:
 
     def clear(self) -> None:
         self._maps.clear()
+
+
+def place_frames(arena: Arena, frames: List[Any]) -> Tuple[List[Any], Tuple[Tuple[int, ...], ...]]:
+    """``frames`` with the large ones copied into ``arena`` and emptied, and where each went as
+    ``(frame index, segment id, segment fd, offset, bytes)``. ``frames`` itself is unchanged."""
+    out, placed = list(frames), []
+    for index, frame in enumerate(frames):
+        if isinstance(frame, bytes) and len(frame) < arena.min_bytes:
+            continue
+        where = arena.place(frame)
+        if where is not None:
+            placed.append((index, *where))
+            out[index] = b""
+    return out, tuple(placed)
+
+
+def regions(placed: Iterable[Tuple[int, ...]]) -> List[Tuple[int, int]]:
+    """The (segment id, offset) of each placement in a ``place_frames`` list."""
+    return [(seg_id, offset) for _index, seg_id, _fd, offset, _nbytes in placed]
+
+
+class RegionHolds:
+    """Reference counts on the regions of an arena whose readers are other processes.
+
+    A holder is ``None`` (the owner's own copy, e.g. a chunk the broker may send again) or a
+    worker, once per message that carried the region. A region goes back to the arena when
+    nobody holds it; a dead worker's holds are dropped all at once.
+    """
+
+    def __init__(self, arena: Arena) -> None:
+        self.arena = arena
+        self._count: Dict[Tuple[int, int], int] = {}
+        self._by_holder: Dict[Any, "collections.Counter[Tuple[int, int]]"] = {}
+
+    def hold(self, held: Iterable[Tuple[int, int]], holder: Any = None) -> None:
+        counter = self._by_holder.setdefault(holder, collections.Counter())
+        for region in held:
+            self._count[region] = self._count.get(region, 0) + 1
+            counter[region] += 1
+
+    def drop(self, held: Iterable[Tuple[int, int]], holder: Any = None) -> None:
+        counter = self._by_holder.get(holder)
+        if counter is None:
+            return
+        for region in held:
+            if counter[region] > 0:  # a stray or repeated release must not free a held region
+                counter[region] -= 1
+                self._drop_one(region)
+
+    def drop_holder(self, holder: Any) -> None:
+        for region, count in self._by_holder.pop(holder, collections.Counter()).items():
+            for _ in range(count):
+                self._drop_one(region)
+
+    def _drop_one(self, region: Tuple[int, int]) -> None:
+        left = self._count[region] - 1
+        if left:
+            self._count[region] = left
+        else:
+            del self._count[region]
+            self.arena.release([region])
+
+    def __len__(self) -> int:
+        """How many regions are held."""
+        return len(self._count)
+
+
+def can_open(pid: int, fd: int) -> bool:
+    """Whether this process may open process ``pid``'s file descriptor ``fd`` (ptrace rules)."""
+    try:
+        os.close(os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY))
+        return True
+    except OSError:
+        return False
+
+
+def private_view(pid: int, placement: Placement, on_release: Callable[[int, int], None]) -> np.ndarray:
+    """A writable copy-on-write uint8 view of a region in process ``pid``'s arena.
+
+    Mapped for this one use, so the pages it writes are its own and vanish with it; when its last
+    view dies, ``on_release(segment id, offset)`` runs."""
+    seg_id, fd, offset, nbytes = placement
+    handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY)
+    try:
+        region = mmap.mmap(handle, nbytes, flags=mmap.MAP_PRIVATE,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
+    finally:
+        os.close(handle)
+    owner = np.frombuffer(region, dtype=np.uint8, count=nbytes)
+    weakref.finalize(owner, on_release, seg_id, offset).atexit = False
+    return owner

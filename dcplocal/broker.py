@@ -14,22 +14,24 @@ Each step has a named function: ``_drain`` (read every waiting frame), ``_handle
 message), ``_perform`` (carry out the scheduler's instructions), ``_on_worker_exit`` (a death
 reported by the supervisor), ``_tick`` (timeouts). The broker never unpickles a payload: result,
 input and event frames pass through untouched, except that a frame a worker placed in its arena
-is handed on as a view of that shared memory (``ArenaMaps``, see arena.py).
+is handed on as a view of that shared memory (``ArenaMaps``), and a large input frame is copied
+into the client's own arena and sent as a region of it (``input_arena``; see arena.py).
 
 Must not know: the user API, the work function, what a result means.
 """
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import zmq
 
 from . import codec, protocol, scheduling
-from .arena import ArenaMaps
+from .arena import Arena, ArenaMaps, RegionHolds, place_frames, regions
 from .errors import RuntimeBrokenError
 from .supervisor import Supervisor
 
@@ -50,11 +52,13 @@ class Submission:
 
 
 class _Entry:
-    __slots__ = ("submission", "sink", "chunks")
+    __slots__ = ("submission", "sink", "chunks", "placed")
 
     def __init__(self, submission: Submission, sink: "queue.SimpleQueue[Any]") -> None:
         self.submission, self.sink = submission, sink
         self.chunks: Dict[int, List[Any]] = {}
+        #: chunk_first -> (frames with the large ones emptied, where those are in the input arena)
+        self.placed: Dict[int, Tuple[List[Any], Tuple[Tuple[int, ...], ...]]] = {}
 
 
 class Broker:
@@ -66,6 +70,13 @@ class Broker:
         self.router.bind(address)
         self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.scheduler = scheduling.Scheduler()
+        # Large input frames are copied into this arena; a worker that may open one of our
+        # memfds (the probe, by number) is sent them as regions of it.
+        self.input_arena = Arena(lambda segment_id, fd: True)
+        self.input_holds = RegionHolds(self.input_arena)
+        self.maps_inputs: set = set()
+        self._probe_fd = self._make_probe()
+        worker_args = [*worker_args, "--parent-probe-fd", str(self._probe_fd)]
         self.supervisor = Supervisor(self.address, loop, self._on_worker_exit, worker_args)
         self.jobs: Dict[str, _Entry] = {}
         self.ready: set = set()
@@ -99,6 +110,10 @@ class Broker:
             return
         if count:
             entry.chunks[first] = frames
+            placed_frames, placed = place_frames(self.input_arena, frames)
+            if placed:
+                entry.placed[first] = placed_frames, placed
+                self.input_holds.hold(regions(placed))
         self._guard(lambda: self._perform(
             self.scheduler.input_arrived(job_id, first, count, time.monotonic())))
 
@@ -161,6 +176,8 @@ class Broker:
                                                         self._map_segment(identity, msg)))
         elif isinstance(msg, protocol.SegmentsClosed):
             self.arena_maps.closed(identity, msg.segment_ids)
+        elif isinstance(msg, protocol.InputsReleased):
+            self.input_holds.drop(map(tuple, msg.regions), identity)
         elif isinstance(msg, protocol.Heartbeat):
             self.scheduler.heartbeat(identity[:-3], msg.task_id, msg.slice_index, msg.slice_age,
                                      msg.progress_age, msg.progress, msg.progress_calls, now)
@@ -170,6 +187,8 @@ class Broker:
                 entry.sink.put(("event", msg, frames[2:]))
         elif isinstance(msg, protocol.Ready):
             self.ready.add(identity)
+            if msg.maps_inputs:
+                self.maps_inputs.add(identity)
             self.early_deaths = 0
             self._perform(self.scheduler.add_worker(identity, now))
 
@@ -208,11 +227,7 @@ class Broker:
     def _perform(self, instructions: List[Any]) -> None:
         for ins in instructions:
             if isinstance(ins, scheduling.Dispatch):
-                task = ins.task
-                entry = self.jobs[task.job_id]
-                chunk = entry.chunks[task.chunk_first] if task.chunk_first >= 0 else []
-                self._send(ins.worker, protocol.Task(task.task_id, task.job_id, task.first,
-                                                     task.count, task.chunk_first), chunk)
+                self._dispatch(ins.worker, ins.task)
             elif isinstance(ins, scheduling.SendJob):
                 sub = self.jobs[ins.job_id].submission
                 self._send(ins.worker, protocol.JobDef(ins.job_id, sub.options), sub.work_frames)
@@ -222,6 +237,8 @@ class Broker:
                 entry = self.jobs.get(ins.job_id)
                 if entry is not None:
                     entry.chunks.pop(ins.chunk_first, None)
+                    _, placed = entry.placed.pop(ins.chunk_first, (None, ()))
+                    self.input_holds.drop(regions(placed))
             elif isinstance(ins, scheduling.SliceFailed):
                 self.jobs[ins.job_id].sink.put(("failed", ins))
             elif isinstance(ins, scheduling.KillWorker):
@@ -232,11 +249,28 @@ class Broker:
                 entry = self.jobs.pop(ins.job_id)
                 entry.sink.put(("ended", ins.outcome))
 
+    def _make_probe(self) -> int:
+        """An fd of ours for workers to try opening (-1: send them every input by socket)."""
+        return os.memfd_create("dcplocal-probe", os.MFD_CLOEXEC) if self.input_arena.enabled else -1
+
+    def _dispatch(self, worker: bytes, task: Any) -> None:
+        entry = self.jobs[task.job_id]
+        chunk, placed = [], ()
+        if task.chunk_first >= 0:
+            chunk = entry.chunks[task.chunk_first]
+            if task.chunk_first in entry.placed and worker in self.maps_inputs:
+                chunk, placed = entry.placed[task.chunk_first]
+                self.input_holds.hold(regions(placed), worker)
+        self._send(worker, protocol.Task(task.task_id, task.job_id, task.first, task.count,
+                                         task.chunk_first, placed), chunk)
+
     def _on_worker_exit(self, identity: bytes, exitcode: Optional[int]) -> None:
         def forget() -> None:
             self._drain()  # what it sent before it exited (a result, "leaving") counts first
             self.ready.discard(identity)
             self.arena_maps.forget_worker(identity)
+            self.maps_inputs.discard(identity)
+            self.input_holds.drop_holder(identity)
             self._perform(self.scheduler.remove_worker(identity, exitcode, time.monotonic()))
 
         def step() -> None:
@@ -261,6 +295,7 @@ class Broker:
             self.supervisor.start()
 
     def _tick(self) -> None:
+        self.input_arena.close_idle()
         if self.scheduler.busy:
             self._guard(lambda: self._perform(self.scheduler.tick(time.monotonic())))
         else:
@@ -276,3 +311,6 @@ class Broker:
         self.loop.remove_reader(self.router.getsockopt(zmq.FD))
         self.router.close(linger=0)
         self.arena_maps.clear()
+        self.input_arena.close()  # workers' views keep their own mappings until they exit
+        if self._probe_fd >= 0:
+            os.close(self._probe_fd)

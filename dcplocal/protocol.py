@@ -7,13 +7,14 @@ chunks, result arrays) are not fields: they ride along as extra frames, opaque t
 
 Who sends what (ROUTER in the broker, one DEALER per worker)::
 
-    worker -> broker   Ready          once, after connecting (pid; identity is the DEALER's)
+    worker -> broker   Ready          once, after connecting (pid, can it map inputs; identity is the DEALER's)
     broker -> worker   JobDef         before a worker's first task of a job  [+ work, args, spec frames]
     broker -> worker   Task           a contiguous run of slices             [+ input chunk frame]
     worker -> broker   TaskDone       results of one Task (returns its credit) [+ result frames]
     worker -> broker   SegmentOpened  a new arena segment (see arena.py); the worker waits for
     broker -> worker   SegmentMapped  whether the broker could map it
     broker -> worker   Release        the client dropped these arena regions
+    worker -> broker   InputsReleased the worker no longer reads these regions of the client's arena
     worker -> broker   SegmentsClosed the worker closed these idle arena segments
     worker -> broker   Heartbeat      from the worker's watchdog thread while a Task runs
     worker -> broker   Console        print/logging/console.* from a work function
@@ -59,8 +60,12 @@ class Message:
 @register
 @dataclass(frozen=True)
 class Ready(Message):
+    """A worker is connected. ``maps_inputs``: it can open the client's arena segments, so large
+    input frames may reach it as arena regions (see arena.py)."""
+
     OP: ClassVar[str] = "R"
     pid: int
+    maps_inputs: bool = False
 
 
 @register
@@ -77,8 +82,10 @@ class JobDef(Message):
 @register
 @dataclass(frozen=True)
 class Task(Message):
-    """Run slices ``first .. first+count-1``. For data jobs, frame 0 holds the pickled chunk that
-    starts at slice ``chunk_first`` (-1 for range jobs, whose worker expands the spec itself)."""
+    """Run slices ``first .. first+count-1``. For data jobs, the frames hold the pickled chunk that
+    starts at slice ``chunk_first`` (-1 for range jobs, whose worker expands the spec itself);
+    ``placed`` lists ``[frame index, segment id, segment fd, offset, bytes]`` of chunk frames that
+    are regions of the client's arena instead (sent as empty frames)."""
 
     OP: ClassVar[str] = "T"
     task_id: int
@@ -86,6 +93,7 @@ class Task(Message):
     first: int
     count: int
     chunk_first: int = -1
+    placed: Tuple[Tuple[int, int, int, int, int], ...] = ()
 
 
 @register
@@ -135,6 +143,16 @@ class Release(Message):
     """Arena regions ``[segment id, offset]`` the client no longer uses: the worker may reuse them."""
 
     OP: ClassVar[str] = "L"
+    regions: Tuple[Tuple[int, int], ...]
+
+
+@register
+@dataclass(frozen=True)
+class InputsReleased(Message):
+    """Regions ``[segment id, offset]`` of the client's arena that a worker no longer reads, one
+    entry per task message that carried them."""
+
+    OP: ClassVar[str] = "I"
     regions: Tuple[Tuple[int, int], ...]
 
 

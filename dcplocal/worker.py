@@ -11,6 +11,7 @@ they arrive and starts the next one as soon as it has sent a result::
       | <-- Task [+chunk] ------- |
       | --- Console / WorkEvent ->|   (while the task runs)
       | --- TaskDone [+results] ->|   (large frames copied into the arena, see arena.py)
+      | --- InputsReleased ------>|   (after a task whose large inputs were client arena regions)
       | <-- Release ------------- |   (the client dropped arena regions: reuse them)
       | --- SegmentsClosed ------>|   (idle arena segments given back to the system)
       | <-- DropJob / Stop ------ |
@@ -40,7 +41,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import cloudpickle
 
 from . import codec, protocol
-from .arena import IDLE_SECONDS, Arena
+from .arena import IDLE_SECONDS, Arena, can_open, place_frames, private_view
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
 # so a warm job's first slice on this worker does not pay ~6 ms of imports.
 from . import inputs  # noqa: F401
@@ -156,7 +157,8 @@ class _Heartbeat(threading.Thread):
 
 class Worker:
     def __init__(self, address: str, identity: bytes, recycle_slices: int = 0,
-                 recycle_rss: int = 0, arena_idle_seconds: float = IDLE_SECONDS) -> None:
+                 recycle_rss: int = 0, arena_idle_seconds: float = IDLE_SECONDS,
+                 parent: int = 0, parent_probe_fd: int = -1) -> None:
         import zmq
 
         self.address, self.identity = address, identity
@@ -172,15 +174,22 @@ class Worker:
         self.arena = Arena(self._announce_segment, idle_seconds=arena_idle_seconds)
         #: messages that arrived while we waited for SegmentMapped, handled next
         self.backlog: Deque[List[Any]] = collections.deque()
+        #: the client whose arena regions large inputs arrive as, if we may open its memfds
+        self.parent = parent if parent and parent_probe_fd >= 0 and can_open(parent, parent_probe_fd) else 0
+        #: (segment id, offset) of input regions whose views died, for the next InputsReleased
+        self.inputs_released: List[Tuple[int, int]] = []
 
     def send(self, msg: protocol.Message, frames: List[Any] = ()) -> None:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
 
     def serve(self) -> None:
-        self.send(protocol.Ready(os.getpid()))
+        self.send(protocol.Ready(os.getpid(), bool(self.parent)))
         with SandboxEnvironment(capture_output=True):
             while True:
                 self._close_idle_segments()
+                if self.inputs_released:
+                    released, self.inputs_released = self.inputs_released, []
+                    self.send(protocol.InputsReleased(tuple(released)))
                 # wake up now and then while some segment is idle, so it can be given back
                 if self.backlog:
                     frames = self.backlog.popleft()
@@ -210,6 +219,9 @@ class Worker:
             if isinstance(msg, protocol.SegmentMapped) and msg.segment_id == segment_id:
                 return msg.ok
             self.backlog.append(frames)
+
+    def _input_released(self, segment_id: int, offset: int) -> None:
+        self.inputs_released.append((segment_id, offset))
 
     def _close_idle_segments(self) -> None:
         closed = self.arena.close_idle()
@@ -246,6 +258,8 @@ class Worker:
                 errors = [describe_error(job.error, task.first + i) for i in range(task.count)]
                 return self._reply(task, job, [None] * task.count, errors, started)
             if task.chunk_first >= 0:
+                for index, *where in task.placed:
+                    chunk[index] = private_view(self.parent, tuple(where), self._input_released)
                 start = task.first - task.chunk_first
                 data = codec.loads(chunk)[start:start + task.count]
             else:
@@ -274,23 +288,11 @@ class Worker:
         if errors:
             frames.append(codec.dumps(errors)[0])
         leaving = self._worn_out()
-        placed = self._place(frames)
+        frames, placed = place_frames(self.arena, frames)
         elapsed = time.perf_counter() - started
         self.send(protocol.TaskDone(task.task_id, task.job_id, task.first, task.count, elapsed,
                                     len(errors), leaving, placed), frames)
         return leaving
-
-    def _place(self, frames: List[Any]) -> Tuple[Tuple[int, int, int, int, int], ...]:
-        """Copy large frames into the arena (emptying them in ``frames``); where they went."""
-        placed = []
-        for index, frame in enumerate(frames):
-            if isinstance(frame, bytes) and len(frame) < self.arena.min_bytes:
-                continue
-            where = self.arena.place(frame)
-            if where is not None:
-                placed.append((index, *where))
-                frames[index] = b""
-        return tuple(placed)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -302,6 +304,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--recycle-slices", type=int, default=0)
     parser.add_argument("--recycle-rss", type=int, default=0, help="bytes")
     parser.add_argument("--arena-idle-seconds", type=float, default=IDLE_SECONDS)
+    parser.add_argument("--parent-probe-fd", type=int, default=-1,
+                        help="an fd of the client's, to find out if we may open its arena")
     opts = parser.parse_args(argv)
     try:
         os.setpgid(0, 0)  # already done by the supervisor (new session); for manual starts
@@ -312,7 +316,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if opts.memory_limit:
         _limit_memory(opts.memory_limit)
     worker = Worker(opts.connect, opts.identity.encode(), opts.recycle_slices, opts.recycle_rss,
-                    opts.arena_idle_seconds)
+                    opts.arena_idle_seconds, opts.parent, opts.parent_probe_fd)
     worker.serve()
     worker.socket.close(linger=1000)
     worker.context.term()
