@@ -108,7 +108,10 @@ class _Segment:
 
     def close(self) -> None:
         del self.view
-        self.map.close()
+        try:
+            self.map.close()
+        except BufferError:  # a copy into it is still running (runtime closing): unmapped later
+            pass
         os.close(self.fd)
 
 
@@ -126,6 +129,8 @@ class Arena:
         self.min_bytes, self.segment_bytes, self.idle_seconds = min_bytes, segment_bytes, idle_seconds
         self.retain = retain_bytes() if retain is None else retain
         self.segments: Dict[int, _Segment] = {}
+        # The client's input arena is filled on the client's thread and freed on the broker's.
+        self._lock = threading.Lock()
         # memfd and /proc/<pid>/fd are Linux's; elsewhere every frame takes the socket
         self.enabled = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
         self._next_id = 1
@@ -141,7 +146,16 @@ class Arena:
         nbytes = data.nbytes
         if nbytes < self.min_bytes:
             return None
-        size = _round_up(nbytes, _PAGE)
+        with self._lock:
+            where = self._allocate(_round_up(nbytes, _PAGE))
+        if where is None:
+            return None
+        segment, offset = where
+        # copied outside the lock (numpy lets go of the GIL), so the broker is not held up
+        segment.view[offset:offset + nbytes] = np.frombuffer(data, dtype=np.uint8)
+        return segment.id, segment.fd, offset, nbytes
+
+    def _allocate(self, size: int) -> Optional[Tuple[_Segment, int]]:
         for segment in self.segments.values():
             offset = segment.allocate(size)
             if offset is not None:
@@ -159,20 +173,24 @@ class Arena:
             self.segments[segment.id] = segment
             offset = segment.allocate(size)
             assert offset is not None
-        segment.view[offset:offset + nbytes] = np.frombuffer(data, dtype=np.uint8)
-        return segment.id, segment.fd, offset, nbytes
+        return segment, offset
 
     def release(self, regions: Iterable[Tuple[int, int]]) -> None:
         """The client dropped these (segment id, offset) regions: they may be reused."""
-        for seg_id, offset in regions:
-            segment = self.segments.get(seg_id)
-            if segment is not None and offset in segment.used:
-                segment.release(offset)
+        with self._lock:
+            for seg_id, offset in regions:
+                segment = self.segments.get(seg_id)
+                if segment is not None and offset in segment.used:
+                    segment.release(offset)
 
     def close_idle(self, now: Optional[float] = None) -> List[int]:
         """Close segments wholly free for ``idle_seconds``, and the longest-free ones beyond
         ``retain`` bytes of free segments; returns their ids."""
         now = time.monotonic() if now is None else now
+        with self._lock:
+            return self._close_idle(now)
+
+    def _close_idle(self, now: float) -> List[int]:
         free = sorted((s for s in self.segments.values() if not s.used),
                       key=lambda s: s.idle_since, reverse=True)   # most recently freed first
         kept, closed = 0, []
@@ -189,9 +207,10 @@ class Arena:
         return any(not s.used for s in self.segments.values())
 
     def close(self) -> None:
-        for segment in self.segments.values():
-            segment.close()
-        self.segments.clear()
+        with self._lock:
+            for segment in self.segments.values():
+                segment.close()
+            self.segments.clear()
 
 
 class ArenaMaps:

@@ -104,16 +104,23 @@ class Broker:
     def cancel(self, job_id: str) -> None:
         self._guard(lambda: self._perform(self.scheduler.cancel(job_id, time.monotonic())))
 
-    def feed(self, job_id: str, first: int, count: int, frames: List[Any]) -> None:
+    def place_inputs(self, frames: List[Any]) -> Tuple[List[Any], Tuple[Tuple[int, ...], ...]]:
+        """Copy a chunk's large frames into the input arena (any thread; the arena locks)."""
+        return place_frames(self.input_arena, frames)
+
+    def feed(self, job_id: str, first: int, count: int, frames: List[Any],
+             placed: Optional[Tuple[List[Any], Tuple[Tuple[int, ...], ...]]] = None) -> None:
+        """A chunk of input; ``placed``: what `place_inputs` made of it on the client's thread."""
+        placed_frames, placements = placed or (frames, ())
         entry = self.jobs.get(job_id)
         if entry is None:
+            self.input_arena.release(regions(placements))
             return
         if count:
             entry.chunks[first] = frames
-            placed_frames, placed = place_frames(self.input_arena, frames)
-            if placed:
-                entry.placed[first] = placed_frames, placed
-                self.input_holds.hold(regions(placed))
+            if placements:
+                entry.placed[first] = placed_frames, placements
+                self.input_holds.hold(regions(placements))
         self._guard(lambda: self._perform(
             self.scheduler.input_arrived(job_id, first, count, time.monotonic())))
 

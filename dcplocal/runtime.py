@@ -46,7 +46,10 @@ class JobLink:
         self.runtime.call(lambda b: b.cancel(self.job_id))
 
     def feed(self, first: int, count: int, frames: List[Any]) -> None:
-        self.runtime.call(lambda b: b.feed(self.job_id, first, count, frames))
+        # Large frames are copied into the input arena here, on the client's thread, so the
+        # broker's thread goes on dispatching meanwhile.
+        placed = self.runtime.place_inputs(frames)
+        self.runtime.call(lambda b: b.feed(self.job_id, first, count, frames, placed))
 
     def feed_end(self, total: int) -> None:
         self.runtime.call(lambda b: b.feed_end(self.job_id, total))
@@ -153,6 +156,11 @@ class LocalRuntime:
         link = JobLink(self, submission.info.job_id)
         self.call(lambda b: b.submit(submission, link.queue))
         return link
+
+    def place_inputs(self, frames: List[Any]) -> Any:
+        """``place_frames`` into the broker's input arena (see Broker.feed); safe on any thread."""
+        broker = self._broker
+        return broker.place_inputs(frames) if broker is not None else None
 
     def worker_pids(self) -> List[int]:
         return self.query(lambda b: b.worker_pids())

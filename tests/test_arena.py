@@ -354,3 +354,22 @@ def test_workers_that_cannot_open_the_clients_memory_get_inputs_by_socket(monkey
         assert list(job.exec()) == [(i, i) for i in range(12)]
         assert _input_state(rt)[2] == 0                # no worker said it could map inputs
         assert _input_state(rt)[0] == 0                # and the chunk's regions went back
+
+
+def test_a_cancelled_streaming_job_leaves_no_input_region_in_use():
+    def stream():
+        for i in range(400):                            # 800 MiB if it all went out
+            yield np.full(256 * 1024, float(i))
+
+    with dcplocal.LocalRuntime(workers=2) as rt:
+        job = compute.for_(stream(), array_head)
+        job.scheduler = rt
+        job.on("result", lambda ev: ev.sliceNumber == 20 and job.cancel())
+        with pytest.raises(dcplocal.errors.JobCancelledError):
+            job.exec()
+        deadline = time.monotonic() + 10
+        used = None
+        while used != 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            used = rt.query(lambda b: sum(len(s.used) for s in b.input_arena.segments.values()))
+        assert used == 0 and _input_state(rt)[0] == 0
