@@ -1,4 +1,4 @@
-"""Shared-memory transport of large frames, from a worker's arena straight into client arrays.
+"""Shared-memory transport of large frames between the client and its workers, both ways.
 
 A large result (an 8 MB numpy array, say) would otherwise cross a socket: copied into the kernel,
 copied out again into fresh client memory, whose every page faults on first touch — the
@@ -18,8 +18,9 @@ the memfd alive) and the runtime. A wholly free segment stays, warm for the next
 `IDLE_SECONDS`, and only while the worker's free segments hold at most `retain_bytes()`; then it
 is closed, so memory goes back to the system once the client has dropped its results.
 
-Large *inputs* take the mirror path: the broker copies a data chunk's large frames into the
-client's own arena, `RegionHolds` counts who may still read each region (the broker's copy of the
+Large *inputs* take the mirror path: the client's thread copies a data chunk's large frames into
+the client's own arena (`place_frames`; the arena locks, as the broker's thread frees regions),
+`RegionHolds` counts who may still read each region (the broker's copy of the
 chunk, and each worker per task message sent to it), and a worker maps the regions of each task
 it receives copy-on-write (`private_view`), so a work function that writes to its input changes
 only its own copy, and reports them released when its views die. A worker that cannot open the
