@@ -159,6 +159,9 @@ class _Job:
     known_by: Set[Any] = field(default_factory=set)
     batch: int = 1
     slice_seconds: Optional[float] = None
+    # decaying sums of measured task seconds and their slice counts (see task_done)
+    measured_seconds: float = 0.0
+    measured_slices: float = 0.0
     resolved: int = 0   # slices with a final outcome (result or failure)
     failed: int = 0
     stopping: Optional[str] = None    # "cancelled" | "failed"
@@ -343,8 +346,12 @@ class Scheduler:
             # is slow even when its slices are quick.
             seconds = max(elapsed, now - task.started_at)
             if task.count and seconds > 0:
-                per_slice = seconds / task.count
-                job.slice_seconds = per_slice if job.slice_seconds is None else (job.slice_seconds + per_slice) / 2
+                # Weighted by slices, halved per task: a 512-slice task outweighs the 1-slice
+                # ones before it (whose time is mostly the round trip), and the estimate still
+                # follows a drift in slice time within a few tasks.
+                job.measured_seconds = job.measured_seconds / 2 + seconds
+                job.measured_slices = job.measured_slices / 2 + task.count
+                job.slice_seconds = job.measured_seconds / job.measured_slices
                 job.batch = min(job.batch * GROWTH, self._target_batch(job.slice_seconds))
             out += self._resolve(job, task.first, task.count, task.chunk_first, failed=errors)
             out += self._maybe_end(job)

@@ -347,7 +347,31 @@ def test_a_queued_task_is_timed_from_when_its_predecessor_ended():
     assert accepted and of(s.Dispatch, out)[0].task.count == 2
     # the queued slice took 1 µs once it started; its 10 ms in the queue is not its cost
     accepted, out = sched.task_done("w0", queued.task_id, 1e-6, 0, 0.01 + 1e-6)
-    assert accepted and sched.jobs["j"].slice_seconds == pytest.approx((0.01 + 1e-6) / 2)
+    # slice-weighted, halving the past: (10 ms / 2 + 1 µs) over (1 / 2 + 1) slices; charging
+    # the wait would have made it (10 ms / 2 + 10 ms) / 1.5 = 10 ms
+    assert accepted and sched.jobs["j"].slice_seconds == pytest.approx((0.01 / 2 + 1e-6) / 1.5)
+
+
+def test_a_long_tasks_measurement_outweighs_the_round_trips_of_the_first_tiny_ones():
+    sched = s.Scheduler()
+    sched.add_worker("w0", 0.0)
+    job = sched.jobs
+    first, queued = [d.task for d in of(s.Dispatch, sched.submit(s.JobInfo("j", 10 ** 7), 0.0))]
+    now = 0.0
+    for task in (first, queued):                        # 0.3 ms each: all round trip
+        now += 3e-4
+        accepted, out = sched.task_done("w0", task.task_id, 1e-6, 0, now)
+        assert accepted
+    done = 0
+    while done < 512:                  # then tasks of 1 µs a slice plus the 0.3 ms round trip
+        head = sched.queues["w0"][0]
+        now += 3e-4 + head.count * 1e-6
+        accepted, _ = sched.task_done("w0", head.task_id, head.count * 1e-6, 0, now)
+        assert accepted
+        done = head.count
+    # averaging per-task rates instead, the round trips of the first tasks would keep it ~40 µs
+    assert job["j"].slice_seconds < 5e-6
+    assert job["j"].batch >= 512 * s.GROWTH          # growth was never held back by the estimate
 
 
 def test_the_watchdog_does_not_charge_a_queued_task_for_its_wait():
