@@ -63,6 +63,10 @@ _PAGE = mmap.PAGESIZE
 
 #: Where a frame was placed: (segment id, segment fd, offset, byte length).
 Placement = Tuple[int, int, int, int]
+#: Where a message's frames were placed: (frame index, *Placement) for each.
+Placed = Tuple[Tuple[int, int, int, int, int], ...]
+#: A region: (segment id, offset).
+Region = Tuple[int, int]
 
 
 def _round_up(size: int, to: int) -> int:
@@ -279,7 +283,7 @@ class ArenaMaps:
         self._maps.clear()
 
 
-def place_frames(arena: Arena, frames: List[Any]) -> Tuple[List[Any], Tuple[Tuple[int, ...], ...]]:
+def place_frames(arena: Arena, frames: List[Any]) -> Tuple[List[Any], Placed]:
     """``frames`` with the large ones copied into ``arena`` and emptied, and where each went as
     ``(frame index, segment id, segment fd, offset, bytes)``. ``frames`` itself is unchanged."""
     out, placed = list(frames), []
@@ -293,7 +297,12 @@ def place_frames(arena: Arena, frames: List[Any]) -> Tuple[List[Any], Tuple[Tupl
     return out, tuple(placed)
 
 
-def regions(placed: Iterable[Tuple[int, ...]]) -> List[Tuple[int, int]]:
+def placements(placed: Placed) -> List[Tuple[int, Placement]]:
+    """``(frame index, Placement)`` of each entry of a placed list (as decoded from JSON too)."""
+    return [(index, (seg_id, fd, offset, nbytes)) for index, seg_id, fd, offset, nbytes in placed]
+
+
+def regions(placed: Placed) -> List[Region]:
     """The (segment id, offset) of each placement in a ``place_frames`` list."""
     return [(seg_id, offset) for _index, seg_id, _fd, offset, _nbytes in placed]
 

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import zmq
 
 from . import codec, protocol, scheduling
-from .arena import Arena, ArenaMaps, RegionHolds, place_frames, regions
+from .arena import Arena, ArenaMaps, Placed, RegionHolds, place_frames, placements, regions
 from .errors import RuntimeBrokenError
 from .supervisor import Supervisor
 
@@ -58,7 +58,7 @@ class _Entry:
         self.submission, self.sink = submission, sink
         self.chunks: Dict[int, List[Any]] = {}
         #: chunk_first -> (frames with the large ones emptied, where those are in the input arena)
-        self.placed: Dict[int, Tuple[List[Any], Tuple[Tuple[int, ...], ...]]] = {}
+        self.placed: Dict[int, Tuple[List[Any], Placed]] = {}
 
 
 class Broker:
@@ -104,12 +104,12 @@ class Broker:
     def cancel(self, job_id: str) -> None:
         self._guard(lambda: self._perform(self.scheduler.cancel(job_id, time.monotonic())))
 
-    def place_inputs(self, frames: List[Any]) -> Tuple[List[Any], Tuple[Tuple[int, ...], ...]]:
+    def place_inputs(self, frames: List[Any]) -> Tuple[List[Any], Placed]:
         """Copy a chunk's large frames into the input arena (any thread; the arena locks)."""
         return place_frames(self.input_arena, frames)
 
     def feed(self, job_id: str, first: int, count: int, frames: List[Any],
-             placed: Optional[Tuple[List[Any], Tuple[Tuple[int, ...], ...]]] = None) -> None:
+             placed: Optional[Tuple[List[Any], Placed]] = None) -> None:
         """A chunk of input; ``placed``: what `place_inputs` made of it on the client's thread."""
         placed_frames, placements = placed or (frames, ())
         entry = self.jobs.get(job_id)
@@ -170,8 +170,8 @@ class Broker:
         now = time.monotonic()
         if isinstance(msg, protocol.TaskDone):
             payload = frames[2:]
-            for index, *where in msg.placed:
-                payload[index] = self.arena_maps.resolve(identity, tuple(where))
+            for index, where in placements(msg.placed):
+                payload[index] = self.arena_maps.resolve(identity, where)
             accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors,
                                                      now, leaving=msg.leaving)
             entry = self.jobs.get(msg.job_id)
@@ -184,7 +184,7 @@ class Broker:
         elif isinstance(msg, protocol.SegmentsClosed):
             self.arena_maps.closed(identity, msg.segment_ids)
         elif isinstance(msg, protocol.InputsReleased):
-            self.input_holds.drop(map(tuple, msg.regions), identity)
+            self.input_holds.drop([(seg_id, offset) for seg_id, offset in msg.regions], identity)
         elif isinstance(msg, protocol.Heartbeat):
             self.scheduler.heartbeat(identity[:-3], msg.task_id, msg.slice_index, msg.slice_age,
                                      msg.progress_age, msg.progress, msg.progress_calls, now)
@@ -225,7 +225,7 @@ class Broker:
             if identity in self.ready:
                 self._send(identity, protocol.Release(tuple(regions)))
 
-    def _send(self, identity: bytes, msg: protocol.Message, frames: List[Any] = ()) -> None:
+    def _send(self, identity: bytes, msg: protocol.Message, frames: Sequence[Any] = ()) -> None:
         try:
             self.router.send_multipart([identity, codec.encode(msg), *frames], copy=False)
         except zmq.ZMQError:  # the worker is gone; its death is being reported separately
@@ -262,7 +262,8 @@ class Broker:
 
     def _dispatch(self, worker: bytes, task: Any) -> None:
         entry = self.jobs[task.job_id]
-        chunk, placed = [], ()
+        chunk: List[Any] = []
+        placed: Placed = ()
         if task.chunk_first >= 0:
             chunk = entry.chunks[task.chunk_first]
             if task.chunk_first in entry.placed and worker in self.maps_inputs:

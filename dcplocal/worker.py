@@ -36,12 +36,12 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import cloudpickle
 
 from . import codec, protocol
-from .arena import IDLE_SECONDS, Arena, can_open, place_frames, private_view
+from .arena import IDLE_SECONDS, Arena, can_open, place_frames, placements, private_view
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
 # so a warm job's first slice on this worker does not pay ~6 ms of imports.
 from . import inputs  # noqa: F401
@@ -179,7 +179,7 @@ class Worker:
         #: (segment id, offset) of input regions whose views died, for the next InputsReleased
         self.inputs_released: List[Tuple[int, int]] = []
 
-    def send(self, msg: protocol.Message, frames: List[Any] = ()) -> None:
+    def send(self, msg: protocol.Message, frames: Sequence[Any] = ()) -> None:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
 
     def serve(self) -> None:
@@ -258,8 +258,8 @@ class Worker:
                 errors = [describe_error(job.error, task.first + i) for i in range(task.count)]
                 return self._reply(task, job, [None] * task.count, errors, started)
             if task.chunk_first >= 0:
-                for index, *where in task.placed:
-                    chunk[index] = private_view(self.parent, tuple(where), self._input_released)
+                for index, where in placements(task.placed):
+                    chunk[index] = private_view(self.parent, where, self._input_released)
                 start = task.first - task.chunk_first
                 data = codec.loads(chunk)[start:start + task.count]
             else:
