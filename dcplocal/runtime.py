@@ -17,6 +17,7 @@ import asyncio
 import atexit
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from typing import Any, List, Optional
@@ -25,6 +26,26 @@ import zmq
 
 from .broker import Broker, Submission
 from .errors import EINVAL, RuntimeBrokenError
+
+
+def _remove_stale_socket_dirs() -> None:
+    """Remove the socket directories of runtimes whose process died without cleaning up
+    (``kill -9``); each is named after its process id."""
+    temp = tempfile.gettempdir()
+    for name in os.listdir(temp):
+        prefix, _, rest = name.partition("-")
+        pid, dash, _ = rest.partition("-")
+        if prefix != "dcplocal" or not dash or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        path = os.path.join(temp, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # not ours to judge (another user's process, a vanished entry)
+            continue
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -111,7 +132,8 @@ class LocalRuntime:
         loop = _new_event_loop()
         asyncio.set_event_loop(loop)
         try:
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="dcplocal-")
+            _remove_stale_socket_dirs()
+            self._tmpdir = tempfile.TemporaryDirectory(prefix=f"dcplocal-{os.getpid()}-")
             # Two I/O threads: receiving large results is dominated by page faults on fresh
             # buffers; a second thread overlaps them (measured ~10-20% on 100 x 8 MB results).
             self._context = zmq.Context(io_threads=2)

@@ -83,6 +83,26 @@ def test_close_stops_every_worker_and_the_runtime_can_start_again():
     rt.close()
 
 
+def test_a_killed_clients_socket_directory_is_removed_by_the_next_runtime():
+    import subprocess
+    import sys
+    import tempfile
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                    # a process id that no longer runs
+    stale = tempfile.mkdtemp(prefix=f"dcplocal-{dead.pid}-")
+    open(os.path.join(stale, "broker"), "w").close()
+    alive = tempfile.mkdtemp(prefix=f"dcplocal-{os.getppid()}-")   # a live process's: kept
+    try:
+        with dcplocal.LocalRuntime(workers=1) as rt:
+            job = compute.for_(0, 2, lambda x: x)
+            job.scheduler = rt
+            assert job.exec() == [0, 1, 2]
+        assert not os.path.exists(stale) and os.path.isdir(alive)
+    finally:
+        os.rmdir(alive)
+
+
 def test_numeric_results_arrive_as_one_typed_array(runtime):
     job = compute.for_(0, 99_999, lambda x: x * 0.5)
     job.scheduler = runtime
