@@ -284,8 +284,9 @@ class Scheduler:
     def submit(self, info: JobInfo, now: float) -> List[Any]:
         self._now = now
         job = _Job(info)
-        if info.initial_slice_seconds:
-            job.slice_seconds = info.initial_slice_seconds
+        if info.initial_slice_seconds:  # the user's estimate counts as one measured slice
+            job.slice_seconds = job.measured_seconds = info.initial_slice_seconds
+            job.measured_slices = 1.0
             job.batch = self._target_batch(info.initial_slice_seconds)
         self.jobs[info.job_id] = job
         out = self._request_input(job) + self._maybe_end(job)

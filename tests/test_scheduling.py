@@ -352,6 +352,18 @@ def test_a_queued_task_is_timed_from_when_its_predecessor_ended():
     assert accepted and sched.jobs["j"].slice_seconds == pytest.approx((0.01 / 2 + 1e-6) / 1.5)
 
 
+def test_the_users_slice_estimate_weighs_as_one_measured_slice():
+    sched = s.Scheduler()
+    sched.add_worker("w0", 0.0)
+    info = s.JobInfo("j", 1000, initial_slice_seconds=3600.0)
+    first = of(s.Dispatch, sched.submit(info, 0.0))[0].task
+    assert first.count == 1
+    sched.task_done("w0", first.task_id, 1e-4, 0, 1e-4)
+    # (3600 / 2 + 0.0001) s over 1.5 slices: still far too slow for a second slice per task
+    assert sched.jobs["j"].slice_seconds == pytest.approx((3600 / 2 + 1e-4) / 1.5)
+    assert sched.jobs["j"].batch == 1
+
+
 def test_a_long_tasks_measurement_outweighs_the_round_trips_of_the_first_tiny_ones():
     sched = s.Scheduler()
     sched.add_worker("w0", 0.0)
