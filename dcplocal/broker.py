@@ -14,8 +14,9 @@ Each step has a named function: ``_drain`` (read every waiting frame), ``_handle
 message), ``_perform`` (carry out the scheduler's instructions), ``_on_worker_exit`` (a death
 reported by the supervisor), ``_tick`` (timeouts). The broker never unpickles a payload: result,
 input and event frames pass through untouched, except that a frame a worker placed in its arena
-is handed on as a view of that shared memory (``ArenaMaps``), and a large input frame is copied
-into the client's own arena and sent as a region of it (``input_arena``; see arena.py).
+is handed on as a view of that shared memory (``ArenaMaps``), and a large input frame goes as its
+address here, for the worker to read itself (remote.py), or else as a region of the client's own
+arena (``input_arena``; see arena.py).
 
 Must not know: the user API, the work function, what a result means.
 """
@@ -26,13 +27,15 @@ import queue
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import zmq
 
 from . import codec, protocol, scheduling
-from .arena import Arena, ArenaMaps, Placed, RegionHolds, place_frames, placements, regions
+from .arena import (ARENA_MIN_BYTES, Arena, ArenaMaps, Placed, RegionHolds, place_frames,
+                    placements, regions)
 from .errors import RuntimeBrokenError
+from .remote import Probe, Remote, describe
 from .supervisor import Supervisor
 
 #: Timeouts and cancel grace are checked this often; 50 ms keeps a 1 s cancel promise with room.
@@ -51,14 +54,23 @@ class Submission:
     options: Dict[str, Any] = field(default_factory=dict)
 
 
+class Prepared(NamedTuple):
+    """A chunk's large frames made ready on the client's thread (see `Broker.prepare_inputs`):
+    ``frames`` with those emptied, and where each is — in the input arena (``placed``) or, for
+    workers that read the client's memory themselves, at an address here (``remote``)."""
+
+    frames: List[Any]
+    placed: Placed = ()
+    remote: Remote = ()
+
+
 class _Entry:
-    __slots__ = ("submission", "sink", "chunks", "placed")
+    __slots__ = ("submission", "sink", "chunks", "prepared")
 
     def __init__(self, submission: Submission, sink: "queue.SimpleQueue[Any]") -> None:
         self.submission, self.sink = submission, sink
         self.chunks: Dict[int, List[Any]] = {}
-        #: chunk_first -> (frames with the large ones emptied, where those are in the input arena)
-        self.placed: Dict[int, Tuple[List[Any], Placed]] = {}
+        self.prepared: Dict[int, Prepared] = {}
 
 
 class Broker:
@@ -76,7 +88,11 @@ class Broker:
         self.input_holds = RegionHolds(self.input_arena)
         self.maps_inputs: set = set()
         self._probe_fd = self._make_probe()
-        worker_args = [*worker_args, "--parent-probe-fd", str(self._probe_fd)]
+        # ...and one that may read our memory (the probe, by address) reads them itself.
+        self.reads_inputs: set = set()
+        self._memory_probe = Probe()
+        worker_args = [*worker_args, "--parent-probe-fd", str(self._probe_fd),
+                       *self._memory_probe.args()]
         self.supervisor = Supervisor(self.address, loop, self._on_worker_exit, worker_args)
         self.jobs: Dict[str, _Entry] = {}
         self.ready: set = set()
@@ -104,23 +120,36 @@ class Broker:
     def cancel(self, job_id: str) -> None:
         self._guard(lambda: self._perform(self.scheduler.cancel(job_id, time.monotonic())))
 
-    def place_inputs(self, frames: List[Any]) -> Tuple[List[Any], Placed]:
-        """Copy a chunk's large frames into the input arena (any thread; the arena locks)."""
-        return place_frames(self.input_arena, frames)
+    def prepare_inputs(self, frames: List[Any]) -> Optional[Prepared]:
+        """Ready a chunk's large frames for the workers (any thread: the arena locks).
+
+        Once a worker has said it can read our memory, nothing is copied: it reads each frame
+        itself (remote.py). Before that, or if none can, the frames are copied into the input
+        arena. None: the chunk has no large frame."""
+        if self.reads_inputs:
+            remote = describe(frames, ARENA_MIN_BYTES)
+            if not remote:
+                return None
+            emptied = list(frames)
+            for index, _address, _nbytes in remote:
+                emptied[index] = b""
+            return Prepared(emptied, remote=remote)
+        placed_frames, placed = place_frames(self.input_arena, frames)
+        return Prepared(placed_frames, placed=placed) if placed else None
 
     def feed(self, job_id: str, first: int, count: int, frames: List[Any],
-             placed: Optional[Tuple[List[Any], Placed]] = None) -> None:
-        """A chunk of input; ``placed``: what `place_inputs` made of it on the client's thread."""
-        placed_frames, placements = placed or (frames, ())
+             prepared: Optional[Prepared] = None) -> None:
+        """A chunk of input; ``prepared``: what `prepare_inputs` made of it."""
         entry = self.jobs.get(job_id)
         if entry is None:
-            self.input_arena.release(regions(placements))
+            if prepared is not None:
+                self.input_arena.release(regions(prepared.placed))
             return
         if count:
-            entry.chunks[first] = frames
-            if placements:
-                entry.placed[first] = placed_frames, placements
-                self.input_holds.hold(regions(placements))
+            entry.chunks[first] = frames  # keeps the buffers that ``remote`` points into alive
+            if prepared is not None:
+                entry.prepared[first] = prepared
+                self.input_holds.hold(regions(prepared.placed))
         self._guard(lambda: self._perform(
             self.scheduler.input_arrived(job_id, first, count, time.monotonic())))
 
@@ -196,6 +225,8 @@ class Broker:
             self.ready.add(identity)
             if msg.maps_inputs:
                 self.maps_inputs.add(identity)
+            if msg.reads_inputs:
+                self.reads_inputs.add(identity)
             self.early_deaths = 0
             self._perform(self.scheduler.add_worker(identity, now))
 
@@ -244,8 +275,9 @@ class Broker:
                 entry = self.jobs.get(ins.job_id)
                 if entry is not None:
                     entry.chunks.pop(ins.chunk_first, None)
-                    _, placed = entry.placed.pop(ins.chunk_first, (None, ()))
-                    self.input_holds.drop(regions(placed))
+                    prepared = entry.prepared.pop(ins.chunk_first, None)
+                    if prepared is not None:
+                        self.input_holds.drop(regions(prepared.placed))
             elif isinstance(ins, scheduling.SliceFailed):
                 self.jobs[ins.job_id].sink.put(("failed", ins))
             elif isinstance(ins, scheduling.KillWorker):
@@ -264,13 +296,17 @@ class Broker:
         entry = self.jobs[task.job_id]
         chunk: List[Any] = []
         placed: Placed = ()
+        remote: Remote = ()
         if task.chunk_first >= 0:
             chunk = entry.chunks[task.chunk_first]
-            if task.chunk_first in entry.placed and worker in self.maps_inputs:
-                chunk, placed = entry.placed[task.chunk_first]
+            prepared = entry.prepared.get(task.chunk_first, Prepared(chunk))
+            if prepared.remote and worker in self.reads_inputs:
+                chunk, remote = prepared.frames, prepared.remote
+            elif prepared.placed and worker in self.maps_inputs:
+                chunk, placed = prepared.frames, prepared.placed
                 self.input_holds.hold(regions(placed), worker)
         self._send(worker, protocol.Task(task.task_id, task.job_id, task.first, task.count,
-                                         task.chunk_first, placed), chunk)
+                                         task.chunk_first, placed, remote), chunk)
 
     def _on_worker_exit(self, identity: bytes, exitcode: Optional[int]) -> None:
         def forget() -> None:
@@ -278,6 +314,7 @@ class Broker:
             self.ready.discard(identity)
             self.arena_maps.forget_worker(identity)
             self.maps_inputs.discard(identity)
+            self.reads_inputs.discard(identity)
             self.input_holds.drop_holder(identity)
             self._perform(self.scheduler.remove_worker(identity, exitcode, time.monotonic()))
 

@@ -7,8 +7,11 @@ A message is ``[header, *payload_frames]``; the header is compact JSON ``[versio
   frame (typed collation, no per-item pickling); anything else is pickle protocol 5 whose large
   buffers (numpy arrays) travel out of band as their own frames, so they are never copied into the
   pickle stream.
-* ``dumps``/``loads``: pickle-5 with out-of-band buffers for any other object (input chunks,
-  work.emit values, exceptions).
+* ``pack_inputs``/``unpack_inputs``: a chunk of a data job's input set, in the results'
+  encoding, so that a task can unpickle just its own items (and fetch just their buffers,
+  ``input_frames_used``) out of a chunk it shares with other tasks.
+* ``dumps``/``loads``: pickle-5 with out-of-band buffers for any other object (work.emit values,
+  exceptions, input specs).
 
 The broker only ever calls ``encode``/``decode`` on headers; it never unpickles a payload.
 This module must not know about sockets, processes or jobs.
@@ -174,3 +177,44 @@ def unpack_results(frames: Sequence[Any]) -> Tuple[Any, bool, List[Tuple[int, Ba
         pos += size
         nbuf += count
     return values, False, failures
+
+
+def pack_inputs(items: Sequence[Any]) -> List[Any]:
+    """Frames for a chunk of input items (`pack_results`' encoding); raises what an item that
+    cannot be pickled raised."""
+    frames, failures = pack_results(items)
+    if failures:
+        offset, exc = failures[0]
+        raise exc
+    return frames
+
+
+def input_frames_used(frames: Sequence[Any], start: int, stop: int) -> List[int]:
+    """Indexes of the frames that items ``start:stop`` of a `pack_inputs` chunk read."""
+    if bytes(frames[0]) == KIND_ARRAY:
+        return [0, 1, 2]
+    counts = np.frombuffer(frames[1], dtype=np.int64)[1::2]
+    first = int(counts[:start].sum())
+    return [0, 1, 2, *range(3 + first, 3 + first + int(counts[start:stop].sum()))]
+
+
+def unpack_inputs(frames: Sequence[Any], start: int, stop: int) -> List[Any]:
+    """Items ``start:stop`` of a `pack_inputs` chunk (only their frames are read)."""
+    kind = bytes(frames[0])
+    if kind == KIND_ARRAY:
+        dtype, origin = bytes(frames[1]).decode().split("|")
+        part = np.frombuffer(frames[2], dtype=np.dtype(dtype))[start:stop]
+        return part.tolist() if origin == "native" else list(part)
+    if kind != KIND_ITEMS:
+        raise ProtocolError(f"unknown input payload kind {kind!r}")
+    index = np.frombuffer(frames[1], dtype=np.int64).reshape(-1, 2)
+    sizes, counts = index[:, 0], index[:, 1]
+    position, buffer = int(sizes[:start].sum()), 3 + int(counts[:start].sum())
+    stream = memoryview(frames[2])
+    items = []
+    for size, count in index[start:stop].tolist():
+        items.append(pickle.loads(stream[position:position + size],
+                                  buffers=frames[buffer:buffer + count]))
+        position += size
+        buffer += count
+    return items

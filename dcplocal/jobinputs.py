@@ -2,7 +2,7 @@
 
 A list, tuple, numpy array or any other iterable (a generator included) is never sent whole:
 the broker requests ``count`` more items whenever its queue of ready chunks runs low, and
-`DataInput.feed` takes just that many from the iterator, pickles them once as one chunk, and
+`DataInput.feed` takes just that many from the iterator, packs them as one chunk, and
 hands the chunk over. The inputs themselves are kept for ``results.keys()`` — by reference for a
 sequence that is already in memory, collated into a typed array (like results) for a generator,
 so a 10M-element numeric generator costs 80 MB of keys, not 10M Python objects.
@@ -57,7 +57,7 @@ class DataInput:
         first = self._next
         items = self._take(count)
         if items:
-            link.feed(first, len(items), codec.dumps(items))
+            link.feed(first, len(items), codec.pack_inputs(items))
         if len(items) < count or (self.length is not None and self._next >= self.length):
             self.length = self._next
             if self._keys is not None:

@@ -61,11 +61,13 @@ class Message:
 @dataclass(frozen=True)
 class Ready(Message):
     """A worker is connected. ``maps_inputs``: it can open the client's arena segments, so large
-    input frames may reach it as arena regions (see arena.py)."""
+    input frames may reach it as arena regions (see arena.py); ``reads_inputs``: it can read the
+    client's memory, so they may reach it as addresses there (see remote.py)."""
 
     OP: ClassVar[str] = "R"
     pid: int
     maps_inputs: bool = False
+    reads_inputs: bool = False
 
 
 @register
@@ -85,7 +87,8 @@ class Task(Message):
     """Run slices ``first .. first+count-1``. For data jobs, the frames hold the pickled chunk that
     starts at slice ``chunk_first`` (-1 for range jobs, whose worker expands the spec itself);
     ``placed`` lists ``[frame index, segment id, segment fd, offset, bytes]`` of chunk frames that
-    are regions of the client's arena instead (sent as empty frames)."""
+    are regions of the client's arena instead, ``remote`` ``[frame index, address, bytes]`` of
+    those the worker reads from the client's memory itself (both sent as empty frames)."""
 
     OP: ClassVar[str] = "T"
     task_id: int
@@ -94,6 +97,7 @@ class Task(Message):
     count: int
     chunk_first: int = -1
     placed: Tuple[Tuple[int, int, int, int, int], ...] = ()
+    remote: Tuple[Tuple[int, int, int], ...] = ()
 
 
 @register

@@ -67,10 +67,10 @@ class JobLink:
         self.runtime.call(lambda b: b.cancel(self.job_id))
 
     def feed(self, first: int, count: int, frames: List[Any]) -> None:
-        # Large frames are copied into the input arena here, on the client's thread, so the
-        # broker's thread goes on dispatching meanwhile.
-        placed = self.runtime.place_inputs(frames)
-        self.runtime.call(lambda b: b.feed(self.job_id, first, count, frames, placed))
+        # Large frames are readied (described, or copied into the input arena) here, on the
+        # client's thread, so the broker's thread goes on dispatching meanwhile.
+        prepared = self.runtime.prepare_inputs(frames)
+        self.runtime.call(lambda b: b.feed(self.job_id, first, count, frames, prepared))
 
     def feed_end(self, total: int) -> None:
         self.runtime.call(lambda b: b.feed_end(self.job_id, total))
@@ -179,10 +179,10 @@ class LocalRuntime:
         self.call(lambda b: b.submit(submission, link.queue))
         return link
 
-    def place_inputs(self, frames: List[Any]) -> Any:
-        """``place_frames`` into the broker's input arena (see Broker.feed); safe on any thread."""
+    def prepare_inputs(self, frames: List[Any]) -> Any:
+        """`Broker.prepare_inputs`, from the client's thread."""
         broker = self._broker
-        return broker.place_inputs(frames) if broker is not None else None
+        return broker.prepare_inputs(frames) if broker is not None else None
 
     def worker_pids(self) -> List[int]:
         return self.query(lambda b: b.worker_pids())

@@ -24,7 +24,7 @@ Process hygiene: the worker asks the kernel to SIGKILL it when its parent dies, 
 own process group so the supervisor can kill it together with any children its work function
 started, and so a Ctrl-C at the terminal reaches the client only.
 
-Imports: protocol, codec, arena, sandbox, inputs (worker side only) — never the user API.
+Imports: protocol, codec, arena, remote, sandbox, inputs (worker side only) — never the user API.
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ import cloudpickle
 
 from . import codec, protocol
 from .arena import IDLE_SECONDS, Arena, can_open, place_frames, placements, private_view
+from .remote import can_read
+from .remote import read as read_remote
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
 # so a warm job's first slice on this worker does not pay ~6 ms of imports.
 from . import inputs  # noqa: F401
@@ -158,7 +160,8 @@ class _Heartbeat(threading.Thread):
 class Worker:
     def __init__(self, address: str, identity: bytes, recycle_slices: int = 0,
                  recycle_rss: int = 0, arena_idle_seconds: float = IDLE_SECONDS,
-                 parent: int = 0, parent_probe_fd: int = -1) -> None:
+                 parent: int = 0, parent_probe_fd: int = -1, parent_probe_address: int = 0,
+                 parent_probe_bytes: str = "") -> None:
         import zmq
 
         self.address, self.identity = address, identity
@@ -174,8 +177,11 @@ class Worker:
         self.arena = Arena(self._announce_segment, idle_seconds=arena_idle_seconds)
         #: messages that arrived while we waited for SegmentMapped, handled next
         self.backlog: Deque[List[Any]] = collections.deque()
-        #: the client whose arena regions large inputs arrive as, if we may open its memfds
-        self.parent = parent if parent and parent_probe_fd >= 0 and can_open(parent, parent_probe_fd) else 0
+        self.parent = parent
+        #: large inputs may arrive as regions of the client's arena: we may open its memfds
+        self.maps_inputs = bool(parent) and parent_probe_fd >= 0 and can_open(parent, parent_probe_fd)
+        #: ...or as addresses in the client: we may read its memory
+        self.reads_inputs = can_read(parent, parent_probe_address, parent_probe_bytes)
         #: (segment id, offset) of input regions whose views died, for the next InputsReleased
         self.inputs_released: List[Tuple[int, int]] = []
 
@@ -183,7 +189,7 @@ class Worker:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
 
     def serve(self) -> None:
-        self.send(protocol.Ready(os.getpid(), bool(self.parent)))
+        self.send(protocol.Ready(os.getpid(), self.maps_inputs, self.reads_inputs))
         with SandboxEnvironment(capture_output=True):
             while True:
                 self._close_idle_segments()
@@ -219,6 +225,18 @@ class Worker:
             if isinstance(msg, protocol.SegmentMapped) and msg.segment_id == segment_id:
                 return msg.ok
             self.backlog.append(frames)
+
+    def _inputs(self, task: protocol.Task, chunk: List[Any]) -> List[Any]:
+        """This task's items of its chunk, fetching only the large frames they use."""
+        start = task.first - task.chunk_first
+        used = set(codec.input_frames_used(chunk, start, start + task.count))
+        for index, where in placements(task.placed):
+            if index in used:
+                chunk[index] = private_view(self.parent, where, self._input_released)
+        for index, address, nbytes in task.remote:
+            if index in used:
+                chunk[index] = read_remote(self.parent, address, nbytes)
+        return codec.unpack_inputs(chunk, start, start + task.count)
 
     def _input_released(self, segment_id: int, offset: int) -> None:
         self.inputs_released.append((segment_id, offset))
@@ -258,10 +276,11 @@ class Worker:
                 errors = [describe_error(job.error, task.first + i) for i in range(task.count)]
                 return self._reply(task, job, [None] * task.count, errors, started)
             if task.chunk_first >= 0:
-                for index, where in placements(task.placed):
-                    chunk[index] = private_view(self.parent, where, self._input_released)
-                start = task.first - task.chunk_first
-                data = codec.loads(chunk)[start:start + task.count]
+                try:
+                    data = self._inputs(task, chunk)
+                except Exception as exc:  # noqa: BLE001 - an input that will not unpickle here
+                    errors = [describe_error(exc, task.first + i) for i in range(task.count)]
+                    return self._reply(task, job, [None] * task.count, errors, started)
             else:
                 data = job.spec.slice_data(task.first, task.count)
             results, failed, _ = run_batch(
@@ -306,6 +325,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--arena-idle-seconds", type=float, default=IDLE_SECONDS)
     parser.add_argument("--parent-probe-fd", type=int, default=-1,
                         help="an fd of the client's, to find out if we may open its arena")
+    parser.add_argument("--parent-probe-address", type=int, default=0,
+                        help="where --parent-probe-bytes lie in the client's memory")
+    parser.add_argument("--parent-probe-bytes", default="", help="hex")
     opts = parser.parse_args(argv)
     try:
         os.setpgid(0, 0)  # already done by the supervisor (new session); for manual starts
@@ -316,7 +338,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if opts.memory_limit:
         _limit_memory(opts.memory_limit)
     worker = Worker(opts.connect, opts.identity.encode(), opts.recycle_slices, opts.recycle_rss,
-                    opts.arena_idle_seconds, opts.parent, opts.parent_probe_fd)
+                    opts.arena_idle_seconds, opts.parent, opts.parent_probe_fd,
+                    opts.parent_probe_address, opts.parent_probe_bytes)
     worker.serve()
     worker.socket.close(linger=1000)
     worker.context.term()

@@ -5,8 +5,8 @@ What must hold: the values are exact and writable; a region is never reused whil
 is alive (a later job cannot overwrite an earlier job's results); dropped results are reused
 rather than growing the arena; results outlive their worker and the runtime; idle segments are
 given back after a while or beyond a size; a worker whose arena cannot be mapped falls back to the socket.
-Large inputs take the client's arena the other way: each region is freed only when the chunk and
-every worker that received it let go, and a work function's writes to its input stay its own.
+For inputs through the client's arena: a region is freed only when every holder let go
+(`RegionHolds`); the end-to-end input tests are in test_large_inputs.py.
 """
 from __future__ import annotations
 
@@ -275,101 +275,3 @@ def test_region_holds_free_a_region_only_when_every_holder_let_go():
     holds.drop([region], b"w2")            # a repeated release cannot go below zero
     assert len(holds) == 0 and not arena.segments[seg].used
     arena.close()
-
-
-def array_head(a):
-    return float(a[0]), float(a[-1])
-
-
-def _inputs(base, count=12):
-    return [np.full(256 * 1024, float(base + i)) for i in range(count)]    # 2 MiB each
-
-
-def _input_state(rt):
-    """(held regions, input segments, workers that map inputs), once held regions reach 0 or 10 s
-    pass: a worker says it let go of a task's inputs just after sending the task's results."""
-    deadline = time.monotonic() + 10
-    while True:
-        state = rt.query(lambda b: (len(b.input_holds), len(b.input_arena.segments),
-                                    len(b.maps_inputs)))
-        if state[0] == 0 or time.monotonic() > deadline:
-            return state
-        time.sleep(0.01)
-
-
-def test_large_inputs_arrive_through_the_client_arena_and_are_all_released():
-    with dcplocal.LocalRuntime(workers=2) as rt:
-        for base in (0, 100, 200):
-            job = compute.for_(_inputs(base), array_head)
-            job.scheduler = rt
-            assert list(job.exec()) == [(base + i, base + i) for i in range(12)]
-            holds, segments, mapping_workers = _input_state(rt)
-            assert mapping_workers == 2 and holds == 0
-            assert segments == 1                       # 24 MiB: reused, never grown
-
-
-def mutate_then_report(a):
-    a[:] = -1.0                                        # legal: a slice's input is its own copy
-    return float(a.sum())
-
-
-def test_a_work_function_writing_its_input_changes_nothing_outside_its_slice():
-    inputs = _inputs(0)
-    with dcplocal.LocalRuntime(workers=2) as rt:
-        job = compute.for_(inputs, mutate_then_report)
-        job.scheduler = rt
-        assert list(job.exec()) == [-float(inputs[0].size)] * 12
-        job = compute.for_(_inputs(50), array_head)     # the same regions, written afresh
-        job.scheduler = rt
-        assert list(job.exec()) == [(50 + i, 50 + i) for i in range(12)]
-    assert all(np.all(a == i) for i, a in enumerate(inputs))   # the caller's arrays, untouched
-
-
-def test_a_retry_reads_the_input_as_it_was_sent_even_after_the_dead_attempt_wrote_it(tmp_path):
-    marker = str(tmp_path / "died")
-
-    def write_then_die_once(a):
-        a[:] = -1.0
-        if a.size and not os.path.exists(marker):
-            open(marker, "w").close()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return float(a[0])
-
-    inputs = [np.full(256 * 1024, 7.0)]
-    with dcplocal.LocalRuntime(workers=1) as rt:
-        job = compute.for_(inputs, lambda a: (float(a[0]), write_then_die_once(a)))
-        job.scheduler = rt
-        assert list(job.exec()) == [(7.0, -1.0)]       # the second attempt saw 7.0, not -1.0
-        assert os.path.exists(marker)
-        assert _input_state(rt)[0] == 0                # the dead worker's hold was dropped
-
-
-def test_workers_that_cannot_open_the_clients_memory_get_inputs_by_socket(monkeypatch):
-    from dcplocal import broker as broker_module
-
-    monkeypatch.setattr(broker_module.Broker, "_make_probe", lambda self: -1)
-    with dcplocal.LocalRuntime(workers=2) as rt:
-        job = compute.for_(_inputs(0), array_head)
-        job.scheduler = rt
-        assert list(job.exec()) == [(i, i) for i in range(12)]
-        assert _input_state(rt)[2] == 0                # no worker said it could map inputs
-        assert _input_state(rt)[0] == 0                # and the chunk's regions went back
-
-
-def test_a_cancelled_streaming_job_leaves_no_input_region_in_use():
-    def stream():
-        for i in range(400):                            # 800 MiB if it all went out
-            yield np.full(256 * 1024, float(i))
-
-    with dcplocal.LocalRuntime(workers=2) as rt:
-        job = compute.for_(stream(), array_head)
-        job.scheduler = rt
-        job.on("result", lambda ev: ev.sliceNumber == 20 and job.cancel())
-        with pytest.raises(dcplocal.errors.JobCancelledError):
-            job.exec()
-        deadline = time.monotonic() + 10
-        used = None
-        while used != 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-            used = rt.query(lambda b: sum(len(s.used) for s in b.input_arena.segments.values()))
-        assert used == 0 and _input_state(rt)[0] == 0

@@ -12,7 +12,7 @@ KERNELS = ROOT / "kernels"
 
 USER_API = {"compute", "job", "results", "ranges", "distributions", "events", "jobinputs",
             "requirements"}
-WORKER_SIDE = {"worker", "sandbox", "inputs", "protocol", "codec", "errors", "arena"}
+WORKER_SIDE = {"worker", "sandbox", "inputs", "protocol", "codec", "errors", "arena", "remote"}
 
 
 def imports_of(path: pathlib.Path) -> set:
@@ -75,8 +75,9 @@ def test_broker_never_runs_user_code_modules():
     assert not {"pickle", "cloudpickle"} & {n.split(".")[0] for n in module_imports("broker")}
 
 
-def test_arena_knows_no_sockets_messages_or_scheduling():
-    names = module_imports("arena")
+@pytest.mark.parametrize("module", ["arena", "remote"])
+def test_memory_transports_know_no_sockets_messages_or_scheduling(module):
+    names = module_imports(module)
     assert not {n.split(".")[0] for n in names} & {"zmq", "pickle", "cloudpickle", "asyncio"}
     assert not own(names)
 

@@ -1,0 +1,185 @@
+"""Large inputs of data jobs: read by the workers from the client's memory, or through its arena.
+
+A worker that may read the client's memory (process_vm_readv; allowed on this machine) copies a
+task's large input buffers itself; one that may not gets them as copy-on-write regions of the
+client's shared-memory arena; one that may do neither, through the socket. Every test runs on
+the first two paths (``path`` fixture), and checks which one the job took. What must hold on
+each: exact inputs, a work function's writes to its input stay its own (a retry after a death
+sees the input as it was sent), nothing stays held after the job, cancelled or not.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import dcplocal
+from dcplocal import broker as broker_module
+from dcplocal import codec, compute, remote
+from dcplocal.errors import JobCancelledError
+
+ELEMENTS = 256 * 1024          # 2 MiB of float64: above the arena/remote threshold
+
+
+# ---- the parts, in this process ------------------------------------------------------------------
+
+def test_a_process_reads_exact_bytes_from_an_address_and_a_bad_address_is_an_oserror():
+    source = np.arange(100_000, dtype=np.float64)
+    address, nbytes = remote.address_of(source)
+    copy = remote.read(os.getpid(), address, nbytes)
+    assert copy.flags.writeable and np.array_equal(copy.view(np.float64), source)
+    with pytest.raises(OSError):
+        remote.read(os.getpid(), 8, 16)          # the first page is never mapped
+
+
+def test_the_probe_tells_a_reader_from_a_wrong_guess():
+    probe = remote.Probe()
+    assert remote.can_read(os.getpid(), probe.address, probe.expected.hex())
+    assert not remote.can_read(os.getpid(), probe.address, bytes(16).hex())
+    assert not remote.can_read(os.getpid(), 0, probe.expected.hex())
+
+
+def test_a_chunk_unpacks_any_span_of_its_items_from_only_their_frames():
+    items = [np.full(ELEMENTS, float(i)) if i % 2 else ("small", i) for i in range(7)]
+    frames = codec.pack_inputs(items)
+    used = codec.input_frames_used(frames, 3, 6)           # items 3, 4, 5: two arrays
+    assert used[:3] == [0, 1, 2] and len(used) == 5
+    starved = [frame if index in used else None for index, frame in enumerate(frames)]
+    got = codec.unpack_inputs(starved, 3, 6)
+    assert np.all(got[0] == 3.0) and got[1] == ("small", 4) and np.all(got[2] == 5.0)
+
+
+def test_numeric_chunks_travel_typed_and_come_back_as_python_numbers():
+    frames = codec.pack_inputs([1, 2, 3, 2 ** 40])
+    assert bytes(frames[0]) == codec.KIND_ARRAY
+    assert codec.unpack_inputs(frames, 1, 4) == [2, 3, 2 ** 40]
+    assert all(type(x) is int for x in codec.unpack_inputs(frames, 0, 4))
+    huge = codec.pack_inputs([1, 2 ** 70])                 # beyond int64: pickled, exact
+    assert codec.unpack_inputs(huge, 0, 2) == [1, 2 ** 70]
+
+
+# ---- end to end, on each path --------------------------------------------------------------------
+
+@pytest.fixture(params=["remote", "arena"])
+def path(request, monkeypatch):
+    """Which way large inputs go; the runtime is warmed so its workers have said what they can."""
+    if request.param == "arena":  # workers are told of no probe: they cannot read our memory
+        monkeypatch.setattr(remote.Probe, "args", lambda self: [])
+    return request.param
+
+
+def _runtime(workers: int = 2) -> dcplocal.LocalRuntime:
+    rt = dcplocal.LocalRuntime(workers=workers)
+    job = compute.for_(0, 1, lambda x: x)
+    job.scheduler = rt
+    job.exec()                                              # every worker is Ready now
+    return rt
+
+
+def _state(rt):
+    """(workers reading our memory, workers mapping our arena, arena segments, regions held,
+    regions in use), once no region is held or 10 s pass: a worker says it let go of a task's
+    inputs just after sending the task's results."""
+    def read(b):
+        return (len(b.reads_inputs), len(b.maps_inputs), len(b.input_arena.segments),
+                len(b.input_holds), sum(len(s.used) for s in b.input_arena.segments.values()))
+    deadline = time.monotonic() + 10
+    state = rt.query(read)
+    while (state[3] or state[4]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        state = rt.query(read)
+    return state
+
+
+def _check_path(rt, path, workers=2):
+    reads, maps, segments, held, used = _state(rt)
+    assert held == 0 and used == 0
+    if path == "remote":
+        assert reads == workers and segments == 0          # nothing was copied here
+    else:
+        assert reads == 0 and maps == workers and segments >= 1
+
+
+def array_head(a):
+    return float(a[0]), float(a[-1])
+
+
+def _inputs(base, count=12):
+    return [np.full(ELEMENTS, float(base + i)) for i in range(count)]
+
+
+def test_large_inputs_arrive_exactly_and_nothing_stays_held(path):
+    with _runtime() as rt:
+        for base in (0, 100, 200):
+            job = compute.for_(_inputs(base), array_head)
+            job.scheduler = rt
+            assert list(job.exec()) == [(base + i, base + i) for i in range(12)]
+            _check_path(rt, path)
+        if path == "arena":
+            assert _state(rt)[2] == 1                       # 24 MiB a job: reused, never grown
+
+
+def mutate_then_report(a):
+    a[:] = -1.0                                             # legal: a slice's input is its own copy
+    return float(a.sum())
+
+
+def test_a_work_function_writing_its_input_changes_nothing_outside_its_slice(path):
+    inputs = _inputs(0)
+    with _runtime() as rt:
+        job = compute.for_(inputs, mutate_then_report)
+        job.scheduler = rt
+        assert list(job.exec()) == [-float(ELEMENTS)] * 12
+        job = compute.for_(_inputs(50), array_head)         # the same memory, written afresh
+        job.scheduler = rt
+        assert list(job.exec()) == [(50 + i, 50 + i) for i in range(12)]
+        _check_path(rt, path)
+    assert all(np.all(a == i) for i, a in enumerate(inputs))   # the caller's arrays, untouched
+
+
+def test_a_retry_reads_the_input_as_it_was_sent_even_after_the_dead_attempt_wrote_it(path, tmp_path):
+    marker = str(tmp_path / "died")
+
+    def write_then_die_once(a):
+        a[:] = -1.0
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return float(a[0])
+
+    with _runtime(workers=1) as rt:
+        job = compute.for_([np.full(ELEMENTS, 7.0)], lambda a: (float(a[0]), write_then_die_once(a)))
+        job.scheduler = rt
+        assert list(job.exec()) == [(7.0, -1.0)]          # the second attempt saw 7.0, not -1.0
+        assert os.path.exists(marker)
+        held, used = _state(rt)[3:]
+        assert held == 0 and used == 0                      # the dead worker's hold was dropped
+
+
+def test_a_cancelled_streaming_job_leaves_nothing_held(path):
+    def stream():
+        for i in range(400):                                # 800 MiB if it all went out
+            yield np.full(ELEMENTS, float(i))
+
+    with _runtime() as rt:
+        job = compute.for_(stream(), array_head)
+        job.scheduler = rt
+        job.on("result", lambda ev: ev.sliceNumber == 20 and job.cancel())
+        with pytest.raises(JobCancelledError):
+            job.exec()
+        held, used = _state(rt)[3:]
+        assert held == 0 and used == 0
+
+
+def test_workers_that_can_neither_read_nor_map_our_memory_get_inputs_by_socket(monkeypatch):
+    monkeypatch.setattr(remote.Probe, "args", lambda self: [])
+    monkeypatch.setattr(broker_module.Broker, "_make_probe", lambda self: -1)
+    with _runtime() as rt:
+        job = compute.for_(_inputs(0), array_head)
+        job.scheduler = rt
+        assert list(job.exec()) == [(i, i) for i in range(12)]
+        reads, maps, _segments, held, used = _state(rt)
+        assert reads == 0 and maps == 0 and held == 0 and used == 0
