@@ -134,8 +134,9 @@ class Arena:
         self.min_bytes, self.segment_bytes, self.idle_seconds = min_bytes, segment_bytes, idle_seconds
         self.retain = retain_bytes() if retain is None else retain
         self.segments: Dict[int, _Segment] = {}
-        # The client's input arena is filled on the client's thread and freed on the broker's.
-        self._lock = threading.Lock()
+        # The client's input arena is filled on the client's thread and freed on the broker's;
+        # reentrant for the same reason as ArenaMaps'.
+        self._lock = threading.RLock()
         # memfd and /proc/<pid>/fd are Linux's; elsewhere every frame takes the socket
         self.enabled = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
         self._next_id = 1
@@ -228,7 +229,9 @@ class ArenaMaps:
     def __init__(self, on_release: Callable[[], None]) -> None:
         self._maps: Dict[Tuple[bytes, int], mmap.mmap] = {}
         self._releases: List[Tuple[bytes, int, int]] = []
-        self._lock = threading.Lock()
+        # Reentrant: a finalizer can run in the middle of any allocation made under the lock
+        # (the garbage collector freeing another region's array), on the same thread.
+        self._lock = threading.RLock()
         self._on_release = on_release
 
     def map(self, worker: bytes, pid: int, seg_id: int, fd: int) -> None:
