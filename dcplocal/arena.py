@@ -74,14 +74,22 @@ def _round_up(size: int, to: int) -> int:
 
 
 class _Segment:
-    """One memfd mapping with a first-fit free list of (offset, size) blocks, kept sorted."""
+    """One memfd with a first-fit free list of (offset, size) blocks, kept sorted.
 
-    def __init__(self, seg_id: int, size: int) -> None:
+    ``mapped``: written through a mapping of our own (fastest); otherwise with ``pwrite``, which
+    takes no address space — for a worker under a memory limit, where the segments the client
+    still holds would otherwise count against that limit."""
+
+    def __init__(self, seg_id: int, size: int, mapped: bool = True) -> None:
         self.id, self.size = seg_id, size
         self.fd = os.memfd_create(f"dcplocal-arena-{seg_id}", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, size)
-        self.map = mmap.mmap(self.fd, size)
-        self.view = np.frombuffer(self.map, dtype=np.uint8)
+        try:
+            os.ftruncate(self.fd, size)
+            self.map = mmap.mmap(self.fd, size) if mapped else None
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.view = np.frombuffer(self.map, dtype=np.uint8) if self.map is not None else None
         self.free: List[Tuple[int, int]] = [(0, size)]
         self.used: Dict[int, int] = {}     # offset -> size of each live region
         self.idle_since = time.monotonic()
@@ -111,12 +119,22 @@ class _Segment:
         if not self.used:
             self.idle_since = time.monotonic()
 
+    def write(self, offset: int, data: memoryview) -> None:
+        raw = np.frombuffer(data, dtype=np.uint8)
+        if self.view is not None:
+            self.view[offset:offset + raw.nbytes] = raw
+            return
+        done = 0
+        while done < raw.nbytes:
+            done += os.pwrite(self.fd, raw[done:], offset + done)
+
     def close(self) -> None:
-        del self.view
-        try:
-            self.map.close()
-        except BufferError:  # a copy into it is still running (runtime closing): unmapped later
-            pass
+        self.view = None
+        if self.map is not None:
+            try:
+                self.map.close()
+            except BufferError:  # a copy into it is still running (runtime closing): unmapped later
+                pass
         os.close(self.fd)
 
 
@@ -129,8 +147,8 @@ class Arena:
 
     def __init__(self, announce: Callable[[int, int], bool], min_bytes: int = ARENA_MIN_BYTES,
                  segment_bytes: int = SEGMENT_BYTES, idle_seconds: float = IDLE_SECONDS,
-                 retain: Optional[int] = None) -> None:
-        self.announce = announce
+                 retain: Optional[int] = None, mapped: bool = True) -> None:
+        self.announce, self.mapped = announce, mapped
         self.min_bytes, self.segment_bytes, self.idle_seconds = min_bytes, segment_bytes, idle_seconds
         self.retain = retain_bytes() if retain is None else retain
         self.segments: Dict[int, _Segment] = {}
@@ -158,7 +176,7 @@ class Arena:
             return None
         segment, offset = where
         # copied outside the lock (numpy lets go of the GIL), so the broker is not held up
-        segment.view[offset:offset + nbytes] = np.frombuffer(data, dtype=np.uint8)
+        segment.write(offset, data)
         return segment.id, segment.fd, offset, nbytes
 
     def _allocate(self, size: int) -> Optional[Tuple[_Segment, int]]:
@@ -168,7 +186,7 @@ class Arena:
                 break
         else:
             try:
-                segment = _Segment(self._next_id, max(self.segment_bytes, size))
+                segment = _Segment(self._next_id, max(self.segment_bytes, size), self.mapped)
             except (OSError, MemoryError, ValueError):  # e.g. the job's memory_limit: use the socket
                 return None
             self._next_id += 1
@@ -201,10 +219,11 @@ class Arena:
                       key=lambda s: s.idle_since, reverse=True)   # most recently freed first
         kept, closed = 0, []
         for segment in free:
-            kept += segment.size
-            if kept > self.retain or now - segment.idle_since >= self.idle_seconds:
+            if kept + segment.size > self.retain or now - segment.idle_since >= self.idle_seconds:
                 closed.append(segment.id)
                 self.segments.pop(segment.id).close()
+            else:
+                kept += segment.size
         return closed
 
     @property
@@ -243,9 +262,12 @@ class ArenaMaps:
             os.close(handle)
 
     def resolve(self, worker: bytes, placement: Placement) -> np.ndarray:
-        """A writable uint8 array over a placed region of a segment mapped earlier."""
+        """A writable uint8 array over a placed region of a segment mapped earlier; ValueError
+        for a segment we do not map (a forgotten worker's late message) or a bad region."""
         seg_id, _fd, offset, nbytes = placement
-        segment = self._maps[(worker, seg_id)]
+        segment = self._maps.get((worker, seg_id))
+        if segment is None or offset < 0 or nbytes < 0 or offset + nbytes > len(segment):
+            raise ValueError(f"no mapped arena region {placement} of worker {worker!r}")
         owner = np.frombuffer(segment, dtype=np.uint8, count=nbytes, offset=offset)
         # Views of ``owner`` keep it as their base (numpy stops collapsing bases at the mmap),
         # so this runs only when the last array over the region is gone.

@@ -32,8 +32,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import zmq
 
 from . import codec, protocol, scheduling
-from .arena import (ARENA_MIN_BYTES, Arena, ArenaMaps, Placed, RegionHolds, place_frames,
-                    placements, regions)
+from .arena import (ARENA_MIN_BYTES, IDLE_SECONDS, Arena, ArenaMaps, Placed, RegionHolds,
+                    place_frames, placements, regions)
 from .errors import RuntimeBrokenError
 from .remote import Probe, Remote, describe
 from .supervisor import Supervisor
@@ -62,6 +62,8 @@ class Prepared(NamedTuple):
     frames: List[Any]
     placed: Placed = ()
     remote: Remote = ()
+    #: the arena ``placed`` is in (a runtime restarted in between has a new one)
+    arena: Optional[Arena] = None
 
 
 class _Entry:
@@ -75,16 +77,19 @@ class _Entry:
 
 class Broker:
     def __init__(self, loop: Any, context: zmq.Context, address: str,
-                 worker_args: Sequence[str] = ()) -> None:
+                 worker_args: Sequence[str] = (), arena_idle_seconds: float = IDLE_SECONDS) -> None:
         self.loop = loop
         self.router = context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
+        # A ROUTER drops what it cannot queue; a lost Release or SegmentMapped would leak a
+        # region or hang a worker, and our queues are bounded by the scheduler anyway.
+        self.router.setsockopt(zmq.SNDHWM, 0)
         self.router.bind(address)
         self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.scheduler = scheduling.Scheduler()
         # Large input frames are copied into this arena; a worker that may open one of our
         # memfds (the probe, by number) is sent them as regions of it.
-        self.input_arena = Arena(lambda segment_id, fd: True)
+        self.input_arena = Arena(lambda segment_id, fd: True, idle_seconds=arena_idle_seconds)
         self.input_holds = RegionHolds(self.input_arena)
         self.maps_inputs: set = set()
         self._probe_fd = self._make_probe()
@@ -135,11 +140,13 @@ class Broker:
                 emptied[index] = b""
             return Prepared(emptied, remote=remote)
         placed_frames, placed = place_frames(self.input_arena, frames)
-        return Prepared(placed_frames, placed=placed) if placed else None
+        return Prepared(placed_frames, placed=placed, arena=self.input_arena) if placed else None
 
     def feed(self, job_id: str, first: int, count: int, frames: List[Any],
              prepared: Optional[Prepared] = None) -> None:
         """A chunk of input; ``prepared``: what `prepare_inputs` made of it."""
+        if prepared is not None and prepared.arena not in (None, self.input_arena):
+            prepared = None  # readied by the broker before ours: its regions are not ours
         entry = self.jobs.get(job_id)
         if entry is None:
             if prepared is not None:
@@ -199,8 +206,11 @@ class Broker:
         now = time.monotonic()
         if isinstance(msg, protocol.TaskDone):
             payload = frames[2:]
-            for index, where in placements(msg.placed):
-                payload[index] = self.arena_maps.resolve(identity, where)
+            try:
+                for index, where in placements(msg.placed):
+                    payload[index] = self.arena_maps.resolve(identity, where)
+            except (ValueError, TypeError) as exc:  # e.g. a late message of a forgotten worker
+                raise codec.ProtocolError(str(exc)) from exc
             accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors,
                                                      now, leaving=msg.leaving)
             entry = self.jobs.get(msg.job_id)

@@ -24,6 +24,7 @@ from typing import Any, List, Optional
 
 import zmq
 
+from .arena import IDLE_SECONDS
 from .broker import Broker, Submission
 from .errors import EINVAL, RuntimeBrokenError
 
@@ -106,6 +107,7 @@ class LocalRuntime:
                 raise EINVAL(f"LocalRuntime(arena_idle_seconds=…) must be a finite number of seconds "
                              f">= 0, not {arena_idle_seconds!r}")
             self.worker_args += ["--arena-idle-seconds", repr(float(arena_idle_seconds))]
+        self.arena_idle_seconds = IDLE_SECONDS if arena_idle_seconds is None else float(arena_idle_seconds)
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -139,7 +141,8 @@ class LocalRuntime:
             self._context = zmq.Context(io_threads=2)
             address = f"ipc://{self._tmpdir.name}/broker" if hasattr(zmq, "IPC_PATH_MAX_LEN") \
                 else "tcp://127.0.0.1:*"
-            self._broker = Broker(loop, self._context, address, self.worker_args)
+            self._broker = Broker(loop, self._context, address, self.worker_args,
+                                  self.arena_idle_seconds)
             self._loop = loop
         except BaseException as exc:  # noqa: B902 - handed to the thread that waits for us
             self._started_error = exc

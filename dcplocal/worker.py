@@ -161,7 +161,7 @@ class Worker:
     def __init__(self, address: str, identity: bytes, recycle_slices: int = 0,
                  recycle_rss: int = 0, arena_idle_seconds: float = IDLE_SECONDS,
                  parent: int = 0, parent_probe_fd: int = -1, parent_probe_address: int = 0,
-                 parent_probe_bytes: str = "") -> None:
+                 parent_probe_bytes: str = "", memory_limited: bool = False) -> None:
         import zmq
 
         self.address, self.identity = address, identity
@@ -174,7 +174,9 @@ class Worker:
         self.heartbeat: Optional[_Heartbeat] = None
         self.recycle_slices, self.recycle_rss = recycle_slices, recycle_rss
         self.slices_run = 0
-        self.arena = Arena(self._announce_segment, idle_seconds=arena_idle_seconds)
+        # Under a memory limit, the segments the client holds must not take our address space.
+        self.arena = Arena(self._announce_segment, idle_seconds=arena_idle_seconds,
+                           mapped=not memory_limited)
         #: messages that arrived while we waited for SegmentMapped, handled next
         self.backlog: Deque[List[Any]] = collections.deque()
         self.parent = parent
@@ -183,7 +185,10 @@ class Worker:
         #: ...or as addresses in the client: we may read its memory
         self.reads_inputs = can_read(parent, parent_probe_address, parent_probe_bytes)
         #: (segment id, offset) of input regions whose views died, for the next InputsReleased
-        self.inputs_released: List[Tuple[int, int]] = []
+        #: (a deque: a finalizer may append from any thread while the serve loop takes)
+        self.inputs_released: Deque[Tuple[int, int]] = collections.deque()
+        #: this task's input regions not mapped yet: frame index -> Placement
+        self.unmapped_inputs: Dict[int, Tuple[int, int, int, int]] = {}
 
     def send(self, msg: protocol.Message, frames: Sequence[Any] = ()) -> None:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
@@ -194,7 +199,8 @@ class Worker:
             while True:
                 self._close_idle_segments()
                 if self.inputs_released:
-                    released, self.inputs_released = self.inputs_released, []
+                    released = [self.inputs_released.popleft()
+                                for _ in range(len(self.inputs_released))]
                     self.send(protocol.InputsReleased(tuple(released)))
                 # wake up now and then while some segment is idle, so it can be given back
                 if self.backlog:
@@ -224,15 +230,18 @@ class Worker:
             msg = codec.decode(frames[0].bytes)
             if isinstance(msg, protocol.SegmentMapped) and msg.segment_id == segment_id:
                 return msg.ok
-            self.backlog.append(frames)
+            if isinstance(msg, protocol.Release):  # may spare the next segment (the lock is ours)
+                self.arena.release(msg.regions)
+            else:
+                self.backlog.append(frames)
 
     def _inputs(self, task: protocol.Task, chunk: List[Any]) -> List[Any]:
         """This task's items of its chunk, fetching only the large frames they use."""
         start = task.first - task.chunk_first
         used = set(codec.input_frames_used(chunk, start, start + task.count))
-        for index, where in placements(task.placed):
-            if index in used:
-                chunk[index] = private_view(self.parent, where, self._input_released)
+        for index in used & self.unmapped_inputs.keys():
+            chunk[index] = private_view(self.parent, self.unmapped_inputs.pop(index),
+                                        self._input_released)
         for index, address, nbytes in task.remote:
             if index in used:
                 chunk[index] = read_remote(self.parent, address, nbytes)
@@ -270,6 +279,8 @@ class Worker:
         _running.first, _running.results = task.first, []  # watchdog: "at the first slice"
         self._watch(task.task_id, job)
         self.slices_run += task.count
+        # the client holds each of these regions for us until we say we let go of it
+        self.unmapped_inputs = dict(placements(task.placed))
         try:
             job.load()
             if job.error is not None:
@@ -287,10 +298,14 @@ class Worker:
                 job.fn, data, job.args, job.options.get("spread", False), task.job_id,
                 task.first, self.send, job.options.get("public"))
             errors = [describe_error(exc, index) for index, exc in failed]
+            for _index, exc in failed:  # its frames hold inputs in a cycle with ``failed``
+                exc.__traceback__ = None
             return self._reply(task, job, results, errors, started)
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.watch(0, 0)
+            for segment_id, _fd, offset, _nbytes in self.unmapped_inputs.values():
+                self._input_released(segment_id, offset)  # never looked at: let go at once
 
     def _reply(self, task: protocol.Task, job: _LoadedJob, results: List[Any],
                errors: List[Dict[str, Any]], started: float) -> bool:
@@ -339,7 +354,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         _limit_memory(opts.memory_limit)
     worker = Worker(opts.connect, opts.identity.encode(), opts.recycle_slices, opts.recycle_rss,
                     opts.arena_idle_seconds, opts.parent, opts.parent_probe_fd,
-                    opts.parent_probe_address, opts.parent_probe_bytes)
+                    opts.parent_probe_address, opts.parent_probe_bytes, bool(opts.memory_limit))
     worker.serve()
     worker.socket.close(linger=1000)
     worker.context.term()

@@ -275,3 +275,63 @@ def test_region_holds_free_a_region_only_when_every_holder_let_go():
     holds.drop([region], b"w2")            # a repeated release cannot go below zero
     assert len(holds) == 0 and not arena.segments[seg].used
     arena.close()
+
+
+# ---- regressions found in review ----------------------------------------------------------------
+
+def test_a_free_segment_too_big_to_keep_closes_alone():
+    arena = Arena(lambda seg, fd: True, min_bytes=1, segment_bytes=2 * PAGE, retain=4 * PAGE)
+    small = arena.place(_frame(1, 2 * PAGE))
+    huge = arena.place(_frame(2, 8 * PAGE))                 # beyond ``retain`` on its own
+    arena.release([(small[0], small[2])])
+    time.sleep(0.002)
+    arena.release([(huge[0], huge[2])])                     # freed last: looked at first
+    assert arena.close_idle() == [huge[0]]                  # the small one still fits
+    arena.close()
+
+
+def test_a_late_result_naming_an_unmapped_segment_is_dropped_not_fatal(capfd):
+    import threading
+
+    import zmq
+
+    from dcplocal import codec, protocol
+
+    def slow(x):
+        time.sleep(0.3)
+        return x
+
+    with dcplocal.LocalRuntime(workers=1) as rt:
+        job = compute.for_(0, 3, slow)
+        job.scheduler = rt
+        outcome = {}
+        runner = threading.Thread(target=lambda: outcome.setdefault("results", list(job.exec())))
+        runner.start()
+        peer = zmq.Context.instance().socket(zmq.DEALER)
+        peer.setsockopt(zmq.IDENTITY, b"a-forgotten-worker")
+        peer.connect(rt.query(lambda b: b.address))
+        late = protocol.TaskDone(12, job.id or "gone", 0, 1, 0.01, 0, False, ((2, 1, 9, 0, 4096),))
+        peer.send_multipart([codec.encode(late), b"A", b"<f8|native", b""])
+        runner.join(30)
+        peer.close(0)
+        assert outcome.get("results") == [0, 1, 2, 3] and rt.broken is None
+    assert "dropped a message from b'a-forgotten-worker'" in capfd.readouterr().err
+
+
+def test_under_a_memory_limit_results_the_client_keeps_do_not_use_the_workers_address_space():
+    def address_space(x):
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+    with dcplocal.LocalRuntime(workers=1) as rt:
+        job = compute.for_(0, 0, address_space)
+        job.scheduler = rt
+        baseline = job.exec()[0]
+    with dcplocal.LocalRuntime(workers=1, memory_limit=baseline + (150 << 20)) as rt:
+        kept = []
+        for first in range(0, 16, 4):                        # 16 x 24 MiB kept: 384 MiB
+            job = compute.for_(first, first + 3, lambda x: __import__("numpy").full(3 << 20, float(x)))
+            job.scheduler = rt
+            kept.append(job.exec())
+        assert _segments(rt)                                 # through the arena all the same
+    assert [float(r[0]) for results in kept for r in results] == [float(x) for x in range(16)]

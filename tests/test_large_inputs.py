@@ -183,3 +183,37 @@ def test_workers_that_can_neither_read_nor_map_our_memory_get_inputs_by_socket(m
         assert list(job.exec()) == [(i, i) for i in range(12)]
         reads, maps, _segments, held, used = _state(rt)
         assert reads == 0 and maps == 0 and held == 0 and used == 0
+
+
+def test_a_job_that_will_not_load_in_the_worker_holds_no_input(path):
+    class Unloadable:
+        def __reduce__(self):
+            return (_refuse, ())
+
+    with _runtime() as rt:
+        for _ in range(2):
+            job = compute.for_(_inputs(0, 4), lambda a, arg: a[0], [Unloadable()])
+            job.scheduler = rt
+            with pytest.raises(RuntimeError):
+                job.exec()
+            held, used = _state(rt)[3:]
+            assert held == 0 and used == 0
+
+
+def _refuse():
+    raise RuntimeError("this argument does not unpickle in a worker")
+
+
+def test_failing_slices_let_go_of_their_inputs_at_once(path):
+    def fail(a):
+        raise ValueError(f"no: {a[0]}")
+
+    with _runtime() as rt:
+        job = compute.for_(_inputs(0, 6), fail)
+        job.scheduler = rt
+        job.errorLimit = 6                                   # every failure tolerated
+        results = job.exec()
+        with pytest.raises(ValueError, match="no: 5.0"):
+            results[5]
+        held, used = _state(rt)[3:]
+        assert held == 0 and used == 0
