@@ -18,7 +18,8 @@ the memfd alive) and the runtime. A wholly free segment stays, warm for the next
 `IDLE_SECONDS`, and only while the worker's free segments hold at most `retain_bytes()`; then it
 is closed, so memory goes back to the system once the client has dropped its results.
 
-Large *inputs* take the mirror path: the client's thread copies a data chunk's large frames into
+Large *inputs* take the mirror path where a worker may not read the client's memory itself
+(remote.py, the faster way): the client's thread copies a data chunk's large frames into
 the client's own arena (`place_frames`; the arena locks, as the broker's thread frees regions),
 `RegionHolds` counts who may still read each region (the broker's copy of the
 chunk, and each worker per task message sent to it), and a worker maps the regions of each task
