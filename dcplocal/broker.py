@@ -95,6 +95,9 @@ class Broker:
         self._probe_fd = self._make_probe()
         # ...and one that may read our memory (the probe, by address) reads them itself.
         self.reads_inputs: set = set()
+        #: worker -> {task id: the chunk frames it may read}: kept alive until that task's
+        #: TaskDone or the worker's exit, even past its job's end (a queued task still runs)
+        self.remote_holds: Dict[bytes, Dict[int, List[Any]]] = {}
         self._memory_probe = Probe()
         worker_args = [*worker_args, "--parent-probe-fd", str(self._probe_fd),
                        *self._memory_probe.args()]
@@ -205,6 +208,7 @@ class Broker:
         msg = codec.decode(frames[1].bytes)
         now = time.monotonic()
         if isinstance(msg, protocol.TaskDone):
+            self.remote_holds.get(identity, {}).pop(msg.task_id, None)
             payload = frames[2:]
             try:
                 for index, where in placements(msg.placed):
@@ -311,6 +315,7 @@ class Broker:
             chunk = entry.chunks[task.chunk_first]
             prepared = entry.prepared.get(task.chunk_first, Prepared(chunk))
             if prepared.remote and worker in self.reads_inputs:
+                self.remote_holds.setdefault(worker, {})[task.task_id] = chunk
                 chunk, remote = prepared.frames, prepared.remote
             elif prepared.placed and worker in self.maps_inputs:
                 chunk, placed = prepared.frames, prepared.placed
@@ -325,6 +330,7 @@ class Broker:
             self.arena_maps.forget_worker(identity)
             self.maps_inputs.discard(identity)
             self.reads_inputs.discard(identity)
+            self.remote_holds.pop(identity, None)
             self.input_holds.drop_holder(identity)
             self._perform(self.scheduler.remove_worker(identity, exitcode, time.monotonic()))
 

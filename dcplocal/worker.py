@@ -236,15 +236,23 @@ class Worker:
                 self.backlog.append(frames)
 
     def _inputs(self, task: protocol.Task, chunk: List[Any]) -> List[Any]:
-        """This task's items of its chunk, fetching only the large frames they use."""
-        start = task.first - task.chunk_first
-        used = set(codec.input_frames_used(chunk, start, start + task.count))
-        for index in used & self.unmapped_inputs.keys():
-            chunk[index] = private_view(self.parent, self.unmapped_inputs.pop(index),
+        """This task's items of its chunk, fetching only the large frames they use (the index
+        frame first: a chunk of 16k items has one large enough to travel apart too)."""
+        remote = {index: (address, nbytes) for index, address, nbytes in task.remote}
+
+        def fetch(indexes: Any) -> None:
+            for index in indexes:
+                if index in self.unmapped_inputs:
+                    view = private_view(self.parent, self.unmapped_inputs[index],
                                         self._input_released)
-        for index, address, nbytes in task.remote:
-            if index in used:
-                chunk[index] = read_remote(self.parent, address, nbytes)
+                    del self.unmapped_inputs[index]  # only once mapped: else finally lets go
+                    chunk[index] = view
+                elif index in remote:
+                    chunk[index] = read_remote(self.parent, *remote.pop(index))
+
+        start = task.first - task.chunk_first
+        fetch((0, 1))
+        fetch(codec.input_frames_used(chunk, start, start + task.count))
         return codec.unpack_inputs(chunk, start, start + task.count)
 
     def _input_released(self, segment_id: int, offset: int) -> None:
@@ -289,7 +297,7 @@ class Worker:
             if task.chunk_first >= 0:
                 try:
                     data = self._inputs(task, chunk)
-                except Exception as exc:  # noqa: BLE001 - an input that will not unpickle here
+                except BaseException as exc:  # noqa: B902 - an input that will not unpickle here
                     errors = [describe_error(exc, task.first + i) for i in range(task.count)]
                     return self._reply(task, job, [None] * task.count, errors, started)
             else:

@@ -217,3 +217,105 @@ def test_failing_slices_let_go_of_their_inputs_at_once(path):
             results[5]
         held, used = _state(rt)[3:]
         assert held == 0 and used == 0
+
+
+def test_a_chunk_of_many_items_still_finds_its_large_buffers(path):
+    count = 20_000                                  # its index frame alone is over 256 KiB
+
+    def stream():
+        for i in range(count):
+            yield np.full(ELEMENTS, 7.0) if i in (0, count - 1) else i
+
+    with _runtime() as rt:
+        job = compute.for_(stream(), lambda x: float(np.asarray(x).sum()))
+        job.scheduler = rt
+        job.initialSliceProfile = {"cpuHours": 1e-11}   # huge batches: chunks of ~16k+ items
+        results = job.exec()
+        assert results[0] == results[count - 1] == 7.0 * ELEMENTS
+        assert results[1] == 1.0 and results[count - 2] == count - 2
+        held, used = _state(rt)[3:]
+        assert held == 0 and used == 0
+
+
+def _wait_for(path_, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path_) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_task_left_over_from_an_ended_job_reads_its_inputs_intact(path, tmp_path):
+    """A cancelled job's task can sit queued behind another job's running task past its job's end;
+    when it runs, the inputs it reads must still be there, though the caller dropped them."""
+    import gc
+    import threading
+
+    go, seen = str(tmp_path / "go"), str(tmp_path / "seen")
+
+    def hold_until_go(i):
+        open(str(tmp_path / f"started{i}"), "w").close()
+        _wait_for(go)
+        return i
+
+    def record(a):
+        with open(seen, "a") as out:
+            out.write(f"{float(a[0])} {float(a[-1])}\n")
+        return 0
+
+    with _runtime() as rt:
+        busy = compute.for_(range(2), hold_until_go)
+        busy.scheduler = rt
+        done = {}
+        runner = threading.Thread(target=lambda: done.setdefault("busy", busy.exec()))
+        runner.start()
+        for i in range(2):
+            _wait_for(str(tmp_path / f"started{i}"))      # both workers are held by ``busy``
+        data = [np.full(ELEMENTS, 7.0) for _ in range(4)]
+        left = compute.for_(data, record)
+        left.scheduler = rt
+        left.initialSliceProfile = {"cpuHours": 1e-9}     # short: queued behind running tasks
+        stopped = threading.Thread(target=lambda: pytest.raises(JobCancelledError, left.exec))
+        stopped.start()
+        deadline = time.monotonic() + 10
+        while not rt.query(_tasks_holding_inputs) and time.monotonic() < deadline:
+            time.sleep(0.01)                               # until its tasks are queued
+        left.cancel()
+        stopped.join(10)
+        del data, left                                     # the caller lets go of its inputs
+        gc.collect()
+        junk = [np.full(ELEMENTS, -1.0) for _ in range(8)]  # and reuses the memory
+        open(go, "w").close()
+        runner.join(30)
+        assert list(done["busy"]) == [0, 1]
+        _state(rt)                                          # the left-over tasks have reported
+        lines = open(seen).read().split("\n") if os.path.exists(seen) else []
+        assert [line for line in lines if line] and all(line == "7.0 7.0" for line in lines if line)
+        assert rt.query(_tasks_holding_inputs) == 0
+        del junk
+
+
+def _tasks_holding_inputs(broker) -> int:
+    """Task messages whose inputs a worker may still read (either path)."""
+    remote = sum(map(len, broker.remote_holds.values()))
+    arena = sum(sum(counter.values()) for holder, counter in broker.input_holds._by_holder.items()
+                if holder is not None)
+    return remote + arena
+
+
+def test_an_input_region_that_cannot_be_mapped_is_a_slice_error_and_is_let_go(monkeypatch):
+    monkeypatch.setattr(remote.Probe, "args", lambda self: [])   # the arena path
+
+    def address_space(x):
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+    with _runtime(workers=1) as rt:
+        job = compute.for_(0, 0, address_space)
+        job.scheduler = rt
+        baseline = job.exec()[0]
+    with dcplocal.LocalRuntime(workers=1, memory_limit=baseline + (120 << 20)) as rt:
+        job = compute.for_([np.full(40 << 20, 3.0)], array_head)  # 320 MiB: cannot be mapped
+        job.scheduler = rt
+        with pytest.raises(OSError):
+            job.exec()
+        held, used = _state(rt)[3:]
+        assert held == 0 and used == 0
