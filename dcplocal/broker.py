@@ -87,13 +87,13 @@ class Broker:
         self.router.bind(address)
         self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.scheduler = scheduling.Scheduler()
-        # Large input frames are copied into this arena; a worker that may open one of our
-        # memfds (the probe, by number) is sent them as regions of it.
+        # Large input frames: a worker that may read our memory (the memory probe, by address)
+        # reads them itself; otherwise they are copied into this arena, for workers that may
+        # open one of our memfds (the fd probe, by number).
         self.input_arena = Arena(lambda segment_id, fd: True, idle_seconds=arena_idle_seconds)
         self.input_holds = RegionHolds(self.input_arena)
         self.maps_inputs: set = set()
         self._probe_fd = self._make_probe()
-        # ...and one that may read our memory (the probe, by address) reads them itself.
         self.reads_inputs: set = set()
         #: worker -> {task id: the chunk frames it may read}: kept alive until that task's
         #: TaskDone or the worker's exit, even past its job's end (a queued task still runs)

@@ -10,6 +10,7 @@ they arrive and starts the next one as soon as it has sent a result::
       | <-- JobDef [+work,args,spec]   (once per job per worker; the work function is cached)
       | <-- Task [+chunk] ------- |
       | --- Console / WorkEvent ->|   (while the task runs)
+      | --- SegmentOpened ------->|   (a new arena segment; waits for SegmentMapped)
       | --- TaskDone [+results] ->|   (large frames copied into the arena, see arena.py)
       | --- InputsReleased ------>|   (after a task whose large inputs were client arena regions)
       | <-- Release ------------- |   (the client dropped arena regions: reuse them)
@@ -41,7 +42,8 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 import cloudpickle
 
 from . import codec, protocol
-from .arena import IDLE_SECONDS, Arena, can_open, place_frames, placements, private_view
+from .arena import (IDLE_SECONDS, Arena, Placement, can_open, place_frames, placements,
+                    private_view)
 from .remote import can_read
 from .remote import read as read_remote
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
@@ -188,7 +190,7 @@ class Worker:
         #: (a deque: a finalizer may append from any thread while the serve loop takes)
         self.inputs_released: Deque[Tuple[int, int]] = collections.deque()
         #: this task's input regions not mapped yet: frame index -> Placement
-        self.unmapped_inputs: Dict[int, Tuple[int, int, int, int]] = {}
+        self.unmapped_inputs: Dict[int, Placement] = {}
 
     def send(self, msg: protocol.Message, frames: Sequence[Any] = ()) -> None:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
