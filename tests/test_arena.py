@@ -290,19 +290,23 @@ def test_a_free_segment_too_big_to_keep_closes_alone():
     arena.close()
 
 
-def test_a_late_result_naming_an_unmapped_segment_is_dropped_not_fatal(capfd):
+def test_a_late_result_naming_an_unmapped_segment_is_dropped_not_fatal(capfd, tmp_path):
     import threading
 
     import zmq
 
     from dcplocal import codec, protocol
 
-    def slow(x):
-        time.sleep(0.3)
+    go = str(tmp_path / "go")
+
+    def wait_for_go(x):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return x
 
     with dcplocal.LocalRuntime(workers=1) as rt:
-        job = compute.for_(0, 3, slow)
+        job = compute.for_(0, 3, wait_for_go)
         job.scheduler = rt
         outcome = {}
         runner = threading.Thread(target=lambda: outcome.setdefault("results", list(job.exec())))
@@ -310,12 +314,17 @@ def test_a_late_result_naming_an_unmapped_segment_is_dropped_not_fatal(capfd):
         peer = zmq.Context.instance().socket(zmq.DEALER)
         peer.setsockopt(zmq.IDENTITY, b"a-forgotten-worker")
         peer.connect(rt.query(lambda b: b.address))
-        late = protocol.TaskDone(12, job.id or "gone", 0, 1, 0.01, 0, False, ((2, 1, 9, 0, 4096),))
+        late = protocol.TaskDone(12, "gone", 0, 1, 0.01, 0, False, ((2, 1, 9, 0, 4096),))
         peer.send_multipart([codec.encode(late), b"A", b"<f8|native", b""])
+        err, deadline = "", time.monotonic() + 30          # the job runs until it is handled
+        while "a-forgotten-worker" not in err and time.monotonic() < deadline:
+            time.sleep(0.01)
+            err += capfd.readouterr().err
+        open(go, "w").close()
         runner.join(30)
         peer.close(0)
         assert outcome.get("results") == [0, 1, 2, 3] and rt.broken is None
-    assert "dropped a message from b'a-forgotten-worker'" in capfd.readouterr().err
+    assert "dropped a message from b'a-forgotten-worker'" in err
 
 
 def test_under_a_memory_limit_results_the_client_keeps_do_not_use_the_workers_address_space():
