@@ -184,8 +184,7 @@ def pack_inputs(items: Sequence[Any]) -> List[Any]:
     cannot be pickled raised."""
     frames, failures = pack_results(items)
     if failures:
-        offset, exc = failures[0]
-        raise exc
+        raise failures[0][1]
     return frames
 
 
