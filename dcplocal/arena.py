@@ -127,7 +127,7 @@ class _Segment:
             return
         done = 0
         while done < raw.nbytes:
-            done += os.pwrite(self.fd, raw[done:], offset + done)
+            done += os.pwrite(self.fd, raw[done:].data, offset + done)
 
     def close(self) -> None:
         self.view = None
@@ -161,13 +161,11 @@ class Arena:
         self._next_id = 1
 
     def place(self, frame: Any) -> Optional[Placement]:
-        """Copy ``frame`` (any contiguous buffer) into a free region; None if it is too small
-        (or the arena is off)."""
+        """Copy ``frame`` (any C-contiguous buffer, see `frame_bytes`) into a free region; None
+        if it is too small (or the arena is off)."""
         if not self.enabled:
             return None
         data = memoryview(frame)
-        if not data.c_contiguous:  # a PickleBuffer of a Fortran-ordered array
-            data = frame.raw()
         nbytes = data.nbytes
         if nbytes < self.min_bytes:
             return None
@@ -309,14 +307,28 @@ class ArenaMaps:
         self._maps.clear()
 
 
-def place_frames(arena: Arena, frames: List[Any]) -> Tuple[List[Any], Placed]:
-    """``frames`` with the large ones copied into ``arena`` and emptied, and where each went as
-    ``(frame index, segment id, segment fd, offset, bytes)``. ``frames`` itself is unchanged."""
+def frame_bytes(frame: Any) -> memoryview:
+    """A frame's bytes as one contiguous view (a PickleBuffer of a Fortran-ordered array is not
+    C-contiguous as it stands)."""
+    view = memoryview(frame)
+    return view if view.c_contiguous else frame.raw()
+
+
+def place_frames(frames: List[Any], place: Callable[[memoryview], Optional[Tuple[int, ...]]],
+                 min_bytes: int) -> Tuple[List[Any], Tuple[Any, ...]]:
+    """``frames`` with each one of ``min_bytes`` or more that ``place`` takes emptied, and
+    ``(frame index, *where place put it)`` for each. ``frames`` itself is unchanged.
+
+    ``place`` is `Arena.place` (a copy into shared memory) or `remote.locate` (where the bytes
+    already are, for a worker to read)."""
     out, placed = list(frames), []
     for index, frame in enumerate(frames):
-        if isinstance(frame, bytes) and len(frame) < arena.min_bytes:
+        if isinstance(frame, bytes) and len(frame) < min_bytes:
             continue
-        where = arena.place(frame)
+        data = frame_bytes(frame)
+        if data.nbytes < min_bytes:
+            continue
+        where = place(data)
         if where is not None:
             placed.append((index, *where))
             out[index] = b""

@@ -35,7 +35,7 @@ from . import codec, protocol, scheduling
 from .arena import (ARENA_MIN_BYTES, IDLE_SECONDS, Arena, ArenaMaps, Placed, RegionHolds,
                     place_frames, placements, regions)
 from .errors import RuntimeBrokenError
-from .remote import Probe, Remote, describe
+from .remote import Probe, Remote, locate
 from .supervisor import Supervisor
 
 #: Timeouts and cancel grace are checked this often; 50 ms keeps a 1 s cancel promise with room.
@@ -135,15 +135,11 @@ class Broker:
         itself (remote.py). Before that, or if none can, the frames are copied into the input
         arena. None: the chunk has no large frame."""
         if self.reads_inputs:
-            remote = describe(frames, ARENA_MIN_BYTES)
-            if not remote:
-                return None
-            emptied = list(frames)
-            for index, _address, _nbytes in remote:
-                emptied[index] = b""
-            return Prepared(emptied, remote=remote)
-        placed_frames, placed = place_frames(self.input_arena, frames)
-        return Prepared(placed_frames, placed=placed, arena=self.input_arena) if placed else None
+            emptied, remote = place_frames(frames, locate, ARENA_MIN_BYTES)
+            return Prepared(emptied, remote=remote) if remote else None
+        arena = self.input_arena
+        placed_frames, placed = place_frames(frames, arena.place, arena.min_bytes)
+        return Prepared(placed_frames, placed=placed, arena=arena) if placed else None
 
     def feed(self, job_id: str, first: int, count: int, frames: List[Any],
              prepared: Optional[Prepared] = None) -> None:

@@ -47,25 +47,11 @@ def _process_vm_readv() -> Optional[Any]:
 _READV = _process_vm_readv()
 
 
-def address_of(frame: Any) -> Tuple[int, int]:
-    """(address, byte length) of a contiguous buffer in this process."""
-    view = memoryview(frame)
-    if not view.c_contiguous:  # a PickleBuffer of a Fortran-ordered array
-        view = frame.raw()
-    array = np.frombuffer(view, dtype=np.uint8)
+def locate(data: memoryview) -> Tuple[int, int]:
+    """(address, byte length) of a contiguous buffer in this process: where a worker reads it
+    (the ``place`` of `arena.place_frames` for this path)."""
+    array = np.frombuffer(data, dtype=np.uint8)
     return array.ctypes.data, array.nbytes
-
-
-def describe(frames: List[Any], min_bytes: int) -> Remote:
-    """Where each frame of at least ``min_bytes`` lies in this process."""
-    remote = []
-    for index, frame in enumerate(frames):
-        if isinstance(frame, bytes) and len(frame) < min_bytes:
-            continue
-        address, nbytes = address_of(frame)
-        if nbytes >= min_bytes:
-            remote.append((index, address, nbytes))
-    return tuple(remote)
 
 
 def read(pid: int, address: int, nbytes: int) -> np.ndarray:

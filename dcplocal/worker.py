@@ -308,8 +308,8 @@ class Worker:
                 job.fn, data, job.args, job.options.get("spread", False), task.job_id,
                 task.first, self.send, job.options.get("public"))
             errors = [describe_error(exc, index) for index, exc in failed]
-            for _index, exc in failed:  # its frames hold inputs in a cycle with ``failed``
-                exc.__traceback__ = None
+            for _index, failure in failed:  # its frames hold inputs in a cycle with ``failed``
+                failure.__traceback__ = None
             return self._reply(task, job, results, errors, started)
         finally:
             if self.heartbeat is not None:
@@ -332,7 +332,7 @@ class Worker:
         if errors:
             frames.append(codec.dumps(errors)[0])
         leaving = self._worn_out()
-        frames, placed = place_frames(self.arena, frames)
+        frames, placed = place_frames(frames, self.arena.place, self.arena.min_bytes)
         elapsed = time.perf_counter() - started
         self.send(protocol.TaskDone(task.task_id, task.job_id, task.first, task.count, elapsed,
                                     len(errors), leaving, placed), frames)

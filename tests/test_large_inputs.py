@@ -28,7 +28,7 @@ ELEMENTS = 256 * 1024          # 2 MiB of float64: above the arena/remote thresh
 
 def test_a_process_reads_exact_bytes_from_an_address_and_a_bad_address_is_an_oserror():
     source = np.arange(100_000, dtype=np.float64)
-    address, nbytes = remote.address_of(source)
+    address, nbytes = remote.locate(memoryview(source))
     copy = remote.read(os.getpid(), address, nbytes)
     assert copy.flags.writeable and np.array_equal(copy.view(np.float64), source)
     with pytest.raises(OSError):
@@ -286,7 +286,10 @@ def test_a_task_left_over_from_an_ended_job_reads_its_inputs_intact(path, tmp_pa
         open(go, "w").close()
         runner.join(30)
         assert list(done["busy"]) == [0, 1]
-        _state(rt)                                          # the left-over tasks have reported
+        deadline = time.monotonic() + 10                     # until the left-over tasks report
+        while rt.query(_tasks_holding_inputs) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _state(rt)
         lines = open(seen).read().split("\n") if os.path.exists(seen) else []
         assert [line for line in lines if line] and all(line == "7.0 7.0" for line in lines if line)
         assert rt.query(_tasks_holding_inputs) == 0
