@@ -23,7 +23,7 @@ import pickle
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import codec, protocol
 
@@ -239,7 +239,7 @@ def describe_error(exc: BaseException, slice_index: int) -> Dict[str, Any]:
             "module": type(exc).__module__, "message": str(exc), "stack": tb, "pickled": blob}
 
 
-def run_batch(work_fn: Callable[..., Any], data: Sequence[Any], args: Sequence[Any], spread: bool,
+def run_batch(work_fn: Callable[..., Any], data: Iterable[Any], args: Sequence[Any], spread: bool,
               job_id: str, first: int, emit: Emit,
               public: Optional[Dict[str, Any]] = None
               ) -> Tuple[List[Any], List[Tuple[int, BaseException]], float]:

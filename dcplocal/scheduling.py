@@ -481,15 +481,26 @@ class Scheduler:
     def _request_input(self, job: _Job) -> List[Any]:
         if not job.info.streaming or job.input_done or job.input_requested or job.stopping:
             return []
-        if len(job.chunks) >= CHUNKS_PER_WORKER * max(1, len(self.workers)):
+        # Unmeasured, a worker runs one 1-slice task at a time: more 1-item chunks than workers
+        # would outlive the first measurement and hold the batch at 1 for as many round trips.
+        per_worker = CHUNKS_PER_WORKER if job.slice_seconds is not None else 1
+        if len(job.chunks) >= per_worker * max(1, len(self.workers)):
             return []
         job.input_requested = True
         count = job.batch
         if job.info.total is not None:  # known length: the same guided tail as range jobs
-            requested = job.next_slice + sum(n for _, n in job.chunks)
-            count = min(count, max(1, math.ceil((job.info.total - requested) /
-                                                (TAIL_FACTOR * max(1, len(self.workers))))))
+            left = job.info.total - job.next_slice - sum(n for _, n in job.chunks)
+            count = min(count, self._tail_cap(job, left), max(1, left))
         return [RequestInput(job.info.job_id, count)]
+
+    def _tail_cap(self, job: _Job, remaining: int) -> int:
+        """Guided self-scheduling: the most slices one task may take with ``remaining`` left —
+        a 1/(TAIL_FACTOR * workers) share, but never less than TAIL_FLOOR_SECONDS of work."""
+        workers = max(1, min(len(self.workers), job.info.max_workers or len(self.workers)))
+        cap = max(1, math.ceil(remaining / (TAIL_FACTOR * workers)))
+        if job.slice_seconds is not None:
+            cap = max(cap, self._target_batch(job.slice_seconds, TAIL_FLOOR_SECONDS))
+        return cap
 
     def _dispatch(self, now: float) -> List[Any]:
         """Give every idle worker a task, then queue one more behind each running task."""
@@ -551,11 +562,8 @@ class Scheduler:
             job.next_slice = first + count
         else:
             remaining = (job.info.total or 0) - job.next_slice
-            workers = max(1, min(len(self.workers), job.info.max_workers or len(self.workers)))
-            tail_cap = math.ceil(remaining / (TAIL_FACTOR * workers))
-            if job.slice_seconds is not None:
-                tail_cap = max(tail_cap, self._target_batch(job.slice_seconds, TAIL_FLOOR_SECONDS))
-            first, count, chunk_first = job.next_slice, min(job.batch, tail_cap, remaining), -1
+            count = min(job.batch, self._tail_cap(job, remaining), remaining)
+            first, chunk_first = job.next_slice, -1
             job.next_slice += count
         task = TaskRecord(self._next_task_id, job.info.job_id, first, count, chunk_first,
                           worker, now, started_at=now, beat_at=now)

@@ -37,7 +37,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cloudpickle
 
@@ -237,25 +237,22 @@ class Worker:
             else:
                 self.backlog.append(frames)
 
-    def _inputs(self, task: protocol.Task, chunk: List[Any]) -> List[Any]:
-        """This task's items of its chunk, fetching only the large frames they use (the index
-        frame first: a chunk of 16k items has one large enough to travel apart too)."""
+    def _inputs(self, task: protocol.Task, chunk: List[Any]) -> Iterator[Any]:
+        """This task's items of its chunk, each fetched (read from the client, or mapped) only
+        as the work function reaches it; the chunk's frames it does not use are never fetched."""
         remote = {index: (address, nbytes) for index, address, nbytes in task.remote}
 
-        def fetch(indexes: Any) -> None:
-            for index in indexes:
-                if index in self.unmapped_inputs:
-                    view = private_view(self.parent, self.unmapped_inputs[index],
-                                        self._input_released)
-                    del self.unmapped_inputs[index]  # only once mapped: else finally lets go
-                    chunk[index] = view
-                elif index in remote:
-                    chunk[index] = read_remote(self.parent, *remote.pop(index))
+        def fetch(index: int) -> Any:  # each frame is asked for once
+            if index in self.unmapped_inputs:
+                view = private_view(self.parent, self.unmapped_inputs[index], self._input_released)
+                del self.unmapped_inputs[index]  # only once mapped: else finally lets go
+                return view
+            if index in remote:
+                return read_remote(self.parent, *remote.pop(index))
+            return chunk[index]
 
         start = task.first - task.chunk_first
-        fetch((0, 1))
-        fetch(codec.input_frames_used(chunk, start, start + task.count))
-        return codec.unpack_inputs(chunk, start, start + task.count)
+        return codec.unpack_inputs(chunk, start, start + task.count, fetch)
 
     def _input_released(self, segment_id: int, offset: int) -> None:
         self.inputs_released.append((segment_id, offset))
@@ -298,8 +295,8 @@ class Worker:
                 return self._reply(task, job, [None] * task.count, errors, started)
             if task.chunk_first >= 0:
                 try:
-                    data = self._inputs(task, chunk)
-                except BaseException as exc:  # noqa: B902 - an input that will not unpickle here
+                    data: Iterable[Any] = self._inputs(task, chunk)
+                except BaseException as exc:  # noqa: B902 - its chunk's index cannot be read
                     errors = [describe_error(exc, task.first + i) for i in range(task.count)]
                     return self._reply(task, job, [None] * task.count, errors, started)
             else:

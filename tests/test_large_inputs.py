@@ -42,23 +42,47 @@ def test_the_probe_tells_a_reader_from_a_wrong_guess():
     assert not remote.can_read(os.getpid(), 0, probe.expected.hex())
 
 
-def test_a_chunk_unpacks_any_span_of_its_items_from_only_their_frames():
+def test_a_chunk_unpacks_any_span_of_its_items_fetching_each_items_frames_only_as_it_is_reached():
     items = [np.full(ELEMENTS, float(i)) if i % 2 else ("small", i) for i in range(7)]
     frames = codec.pack_inputs(items)
-    used = codec.input_frames_used(frames, 3, 6)           # items 3, 4, 5: two arrays
-    assert used[:3] == [0, 1, 2] and len(used) == 5
-    starved = [frame if index in used else None for index, frame in enumerate(frames)]
-    got = codec.unpack_inputs(starved, 3, 6)
-    assert np.all(got[0] == 3.0) and got[1] == ("small", 4) and np.all(got[2] == 5.0)
+    fetched = []
+
+    def fetch(index):
+        fetched.append(index)
+        return frames[index]
+
+    got = codec.unpack_inputs(frames, 3, 6, fetch)       # items 3, 4, 5: two arrays
+    assert fetched == [0, 1, 2]                          # the index and stream, no buffer yet
+    first = next(got)
+    assert np.all(first == 3.0) and len(fetched) == 4    # item 3's buffer, not item 5's
+    assert next(got) == ("small", 4) and len(fetched) == 4
+    assert np.all(next(got) == 5.0) and len(fetched) == 5
+    assert list(got) == []
+    assert len(set(fetched)) == len(fetched)             # no frame asked for twice
+
+
+class Unpicklable:
+    """Pickles anywhere, fails to unpickle anywhere (by a function every process has)."""
+
+    def __reduce__(self):
+        return (int, ("refuses to load",))
+
+
+def test_an_input_that_cannot_be_unpickled_fails_alone_and_the_next_ones_still_come():
+    frames = codec.pack_inputs([Unpicklable(), 7, np.full(ELEMENTS, 2.0)])
+    got = codec.unpack_inputs(frames, 0, 3)
+    with pytest.raises(ValueError, match="refuses to load"):
+        next(got)
+    assert next(got) == 7 and np.all(next(got) == 2.0)
 
 
 def test_numeric_chunks_travel_typed_and_come_back_as_python_numbers():
     frames = codec.pack_inputs([1, 2, 3, 2 ** 40])
     assert bytes(frames[0]) == codec.KIND_ARRAY
-    assert codec.unpack_inputs(frames, 1, 4) == [2, 3, 2 ** 40]
+    assert list(codec.unpack_inputs(frames, 1, 4)) == [2, 3, 2 ** 40]
     assert all(type(x) is int for x in codec.unpack_inputs(frames, 0, 4))
     huge = codec.pack_inputs([1, 2 ** 70])                 # beyond int64: pickled, exact
-    assert codec.unpack_inputs(huge, 0, 2) == [1, 2 ** 70]
+    assert list(codec.unpack_inputs(huge, 0, 2)) == [1, 2 ** 70]
 
 
 # ---- end to end, on each path --------------------------------------------------------------------
@@ -215,6 +239,24 @@ def test_failing_slices_let_go_of_their_inputs_at_once(path):
         results = job.exec()
         with pytest.raises(ValueError, match="no: 5.0"):
             results[5]
+        held, used = _state(rt)[3:]
+        assert held == 0 and used == 0
+
+
+def test_an_input_that_will_not_unpickle_in_the_worker_fails_only_its_own_slice(path):
+    inputs = _inputs(0)
+    inputs[0] = Unpicklable()
+    with _runtime() as rt:
+        job = compute.for_(inputs, array_head)
+        job.scheduler = rt
+        job.errorLimit = 12
+        # no 1-slice measuring task: the first task takes at least items 0-2 (the guided tail's
+        # share of 12 items), so the bad item shares it with good ones
+        job.initialSliceProfile = {"cpuHours": 1e-11}
+        results = job.exec()
+        with pytest.raises(ValueError, match="refuses to load"):
+            results[0]
+        assert [results[i] for i in range(1, 12)] == [(i, i) for i in range(1, 12)]
         held, used = _state(rt)[3:]
         assert held == 0 and used == 0
 

@@ -306,10 +306,11 @@ def test_guided_tail_cap(remaining, workers):
 
 def test_a_streamed_job_of_known_length_gets_the_guided_tail_too():
     sim = Sim(workers=2)
-    out = sim.submit(100, streaming=True, initial_slice_seconds=1e-6)  # measured batch: 20000
-    assert of(s.RequestInput, out) == [s.RequestInput("j", 25)]  # ceil(100 / (2 * 2))
-    sim.take(sim.sched.input_arrived("j", 0, 25, sim.now))
-    assert of(s.RequestInput, sim.out)[-1] == s.RequestInput("j", 19)  # ceil(75 / 4)
+    out = sim.submit(1000, streaming=True, initial_slice_seconds=1e-5)  # measured batch: 2000
+    assert of(s.RequestInput, out) == [s.RequestInput("j", 250)]  # ceil(1000 / (2 * 2))
+    sim.take(sim.sched.input_arrived("j", 0, 250, sim.now))
+    # ceil(750 / 4) = 188 would be under 2 ms of 10 µs slices: the tail's floor, as for ranges
+    assert of(s.RequestInput, sim.out)[-1] == s.RequestInput("j", 200)
 
 
 def test_batches_are_sized_by_the_wall_time_the_broker_sees():
