@@ -33,7 +33,7 @@ import zmq
 
 from . import codec, protocol, scheduling
 from .arena import (ARENA_MIN_BYTES, IDLE_SECONDS, Arena, ArenaMaps, Placed, RegionHolds,
-                    place_frames, placements, regions)
+                    place_frames, placements, regions, restore_frames)
 from .errors import RuntimeBrokenError
 from .remote import Probe, Remote, locate
 from .supervisor import Supervisor
@@ -56,7 +56,7 @@ class Submission:
 
 class Prepared(NamedTuple):
     """A chunk's large frames made ready on the client's thread (see `Broker.prepare_inputs`):
-    ``frames`` with those emptied, and where each is — in the input arena (``placed``) or, for
+    ``frames`` without those, and where each is — in the input arena (``placed``) or, for
     workers that read the client's memory themselves, at an address here (``remote``)."""
 
     frames: List[Any]
@@ -135,11 +135,11 @@ class Broker:
         itself (remote.py). Before that, or if none can, the frames are copied into the input
         arena. None: the chunk has no large frame."""
         if self.reads_inputs:
-            emptied, remote = place_frames(frames, locate, ARENA_MIN_BYTES)
-            return Prepared(emptied, remote=remote) if remote else None
+            kept, remote = place_frames(frames, locate, ARENA_MIN_BYTES)
+            return Prepared(kept, remote=remote) if remote else None
         arena = self.input_arena
-        placed_frames, placed = place_frames(frames, arena.place, arena.min_bytes)
-        return Prepared(placed_frames, placed=placed, arena=arena) if placed else None
+        kept, placed = place_frames(frames, arena.place, arena.min_bytes)
+        return Prepared(kept, placed=placed, arena=arena) if placed else None
 
     def feed(self, job_id: str, first: int, count: int, frames: List[Any],
              prepared: Optional[Prepared] = None) -> None:
@@ -205,11 +205,12 @@ class Broker:
         now = time.monotonic()
         if isinstance(msg, protocol.TaskDone):
             self.remote_holds.get(identity, {}).pop(msg.task_id, None)
-            payload = frames[2:]
             try:
-                for index, where in placements(msg.placed):
-                    payload[index] = self.arena_maps.resolve(identity, where)
-            except (ValueError, TypeError) as exc:  # e.g. a late message of a forgotten worker
+                payload = restore_frames(frames[2:], {
+                    index: self.arena_maps.resolve(identity, where)
+                    for index, where in placements(msg.placed)})
+            except (ValueError, TypeError, StopIteration) as exc:  # e.g. a late message of a
+                # forgotten worker, or one whose frames do not add up
                 raise codec.ProtocolError(str(exc)) from exc
             accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors,
                                                      now, leaving=msg.leaving)

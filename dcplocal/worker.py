@@ -43,7 +43,7 @@ import cloudpickle
 
 from . import codec, protocol
 from .arena import (IDLE_SECONDS, Arena, Placement, can_open, place_frames, placements,
-                    private_view)
+                    private_view, restore_frames)
 from .remote import can_read
 from .remote import read as read_remote
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
@@ -241,6 +241,7 @@ class Worker:
         """This task's items of its chunk, each fetched (read from the client, or mapped) only
         as the work function reaches it; the chunk's frames it does not use are never fetched."""
         remote = {index: (address, nbytes) for index, address, nbytes in task.remote}
+        chunk = restore_frames(chunk, dict.fromkeys([*remote, *self.unmapped_inputs]))
 
         def fetch(index: int) -> Any:  # each frame is asked for once
             if index in self.unmapped_inputs:

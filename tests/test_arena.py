@@ -20,7 +20,8 @@ import pytest
 
 import dcplocal
 from dcplocal import compute
-from dcplocal.arena import ARENA_MIN_BYTES, Arena, ArenaMaps, RegionHolds
+from dcplocal.arena import (ARENA_MIN_BYTES, Arena, ArenaMaps, RegionHolds, place_frames,
+                            restore_frames)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
@@ -41,6 +42,21 @@ def test_small_frames_are_not_placed_and_large_ones_are_page_aligned():
     assert first[2] == 0 and second[2] == 2 * PAGE     # 5000 bytes take two pages
     assert first[3] == 5000 and second[3] == 4096
     arena.close()
+
+
+def test_placed_frames_are_left_out_of_the_message_and_restored_in_place():
+    frames = [b"head", _frame(1, 8192), b"small", _frame(2, 100), _frame(3, 4096)]
+    where = {}
+
+    def place(data):
+        where[len(where)] = bytes(data)
+        return (len(where) - 1,)
+
+    kept, placed = place_frames(frames, place, min_bytes=4096)
+    assert [index for index, _ in placed] == [1, 4]
+    assert [bytes(f) for f in kept] == [b"head", b"small", bytes(frames[3])]
+    whole = restore_frames(kept, {index: where[key] for index, key in placed})
+    assert [bytes(f) for f in whole] == [bytes(f) for f in frames]
 
 
 def test_released_neighbours_coalesce_so_a_large_region_fits_again():
@@ -315,7 +331,7 @@ def test_a_late_result_naming_an_unmapped_segment_is_dropped_not_fatal(capfd, tm
         peer.setsockopt(zmq.IDENTITY, b"a-forgotten-worker")
         peer.connect(rt.query(lambda b: b.address))
         late = protocol.TaskDone(12, "gone", 0, 1, 0.01, 0, False, ((2, 1, 9, 0, 4096),))
-        peer.send_multipart([codec.encode(late), b"A", b"<f8|native", b""])
+        peer.send_multipart([codec.encode(late), b"A", b"<f8|native"])   # frame 2 is placed
         err, deadline = "", time.monotonic() + 30          # the job runs until it is handled
         while "a-forgotten-worker" not in err and time.monotonic() < deadline:
             time.sleep(0.01)
