@@ -255,13 +255,25 @@ def test_arena_idle_seconds_is_validated(value):
         dcplocal.LocalRuntime(arena_idle_seconds=value)
 
 
+def _arena_fds(pid: int) -> list[str]:
+    """The worker's open arena memfds; an fd closed between listing and reading is not open."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:          # the worker closed it while we looked: the point here
+            continue
+        if "dcplocal-arena" in target:
+            found.append(fd)
+    return found
+
+
 @pytest.mark.slow
 def test_idle_segments_are_given_back_after_the_results_are_dropped():
     with dcplocal.LocalRuntime(workers=1, arena_idle_seconds=2) as rt:
         results = _run(rt, 0, 3)
         (pid,) = rt.worker_pids()
-        memfds = lambda: [fd for fd in os.listdir(f"/proc/{pid}/fd")  # noqa: E731
-                          if "dcplocal-arena" in os.readlink(f"/proc/{pid}/fd/{fd}")]
+        memfds = lambda: _arena_fds(pid)  # noqa: E731
         assert memfds() and _segments(rt)
         del results
         deadline = time.monotonic() + 30               # 2 s idle, plus the worker's 1 s poll
