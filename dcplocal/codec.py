@@ -229,5 +229,8 @@ class _LazyItems:
         size, count = next(self._items)
         position, buffer = self._position, self._buffer
         self._position, self._buffer = position + size, buffer + count  # past it even if it fails
-        buffers = [self._fetch(i) for i in range(buffer, buffer + count)]
-        return pickle.loads(self._stream[position:position + size], buffers=buffers)
+        try:
+            buffers = [self._fetch(i) for i in range(buffer, buffer + count)]
+            return pickle.loads(self._stream[position:position + size], buffers=buffers)
+        except StopIteration as exc:  # would end the caller's loop: the item's failure only
+            raise RuntimeError(f"input item raised StopIteration: {exc}") from exc

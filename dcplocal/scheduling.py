@@ -484,7 +484,7 @@ class Scheduler:
         # Unmeasured, a worker runs one 1-slice task at a time: more 1-item chunks than workers
         # would outlive the first measurement and hold the batch at 1 for as many round trips.
         per_worker = CHUNKS_PER_WORKER if job.slice_seconds is not None else 1
-        if len(job.chunks) >= per_worker * max(1, len(self.workers)):
+        if len(job.chunks) >= per_worker * self._workers_for(job):
             return []
         job.input_requested = True
         count = job.batch
@@ -493,10 +493,14 @@ class Scheduler:
             count = min(count, self._tail_cap(job, left), max(1, left))
         return [RequestInput(job.info.job_id, count)]
 
+    def _workers_for(self, job: _Job) -> int:
+        """How many workers may run ``job`` at once (at least 1, to divide by)."""
+        return max(1, min(len(self.workers), job.info.max_workers or len(self.workers)))
+
     def _tail_cap(self, job: _Job, remaining: int) -> int:
         """Guided self-scheduling: the most slices one task may take with ``remaining`` left —
         a 1/(TAIL_FACTOR * workers) share, but never less than TAIL_FLOOR_SECONDS of work."""
-        workers = max(1, min(len(self.workers), job.info.max_workers or len(self.workers)))
+        workers = self._workers_for(job)
         cap = max(1, math.ceil(remaining / (TAIL_FACTOR * workers)))
         if job.slice_seconds is not None:
             cap = max(cap, self._target_batch(job.slice_seconds, TAIL_FLOOR_SECONDS))
@@ -546,7 +550,7 @@ class Scheduler:
         """
         if job.retry:
             return False
-        workers = max(1, min(len(self.workers), job.info.max_workers or len(self.workers)))
+        workers = self._workers_for(job)
         if job.undistributed() >= TAIL_FACTOR * workers * job.batch:
             return True
         if job.slice_seconds is None:  # unmeasured: a slice may take minutes

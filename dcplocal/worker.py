@@ -91,6 +91,19 @@ def _private_rss_bytes() -> int:
         return 0
 
 
+def _drop_tracebacks(failure: Optional[BaseException]) -> None:
+    """Let a failed slice's frames go, and those of its causes: they hold its inputs (a mapped
+    region the client waits for us to release) in a cycle with the exception."""
+    pending, seen = [failure], set()
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:    # a chain may loop back on itself
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        pending += (exc.__cause__, exc.__context__)
+
+
 class _LoadedJob:
     """A job's work function, arguments and input spec, unpickled on first use.
 
@@ -306,8 +319,8 @@ class Worker:
                 job.fn, data, job.args, job.options.get("spread", False), task.job_id,
                 task.first, self.send, job.options.get("public"))
             errors = [describe_error(exc, index) for index, exc in failed]
-            for _index, failure in failed:  # its frames hold inputs in a cycle with ``failed``
-                failure.__traceback__ = None
+            for _index, failure in failed:
+                _drop_tracebacks(failure)
             return self._reply(task, job, results, errors, started)
         finally:
             if self.heartbeat is not None:

@@ -76,6 +76,22 @@ def test_an_input_that_cannot_be_unpickled_fails_alone_and_the_next_ones_still_c
     assert next(got) == 7 and np.all(next(got) == 2.0)
 
 
+class StopsWhenLoaded:
+    """Pickles anywhere; unpickling raises StopIteration (as a __setstate__ calling next() might)."""
+
+    def __reduce__(self):
+        return (next, (iter(()),))
+
+
+def test_an_input_whose_loading_raises_stopiteration_does_not_end_the_items():
+    got = codec.unpack_inputs(codec.pack_inputs(["a", StopsWhenLoaded(), "c"]), 0, 3)
+    assert next(got) == "a"
+    with pytest.raises(RuntimeError, match="StopIteration") as caught:
+        next(got)                       # a StopIteration here would end the worker's slice loop
+    assert isinstance(caught.value.__cause__, StopIteration)
+    assert next(got) == "c"
+
+
 def test_numeric_chunks_travel_typed_and_come_back_as_python_numbers():
     frames = codec.pack_inputs([1, 2, 3, 2 ** 40])
     assert bytes(frames[0]) == codec.KIND_ARRAY
@@ -257,6 +273,49 @@ def test_an_input_that_will_not_unpickle_in_the_worker_fails_only_its_own_slice(
         with pytest.raises(ValueError, match="refuses to load"):
             results[0]
         assert [results[i] for i in range(1, 12)] == [(i, i) for i in range(1, 12)]
+        held, used = _state(rt)[3:]
+        assert held == 0 and used == 0
+
+
+def test_items_that_fail_to_load_mid_chunk_fail_only_their_own_slices(path):
+    inputs = _inputs(0)
+    inputs[4], inputs[7] = StopsWhenLoaded(), Unpicklable()
+    with _runtime() as rt:
+        job = compute.for_(inputs, array_head)
+        job.scheduler = rt
+        job.errorLimit = 12
+        job.initialSliceProfile = {"cpuHours": 1e-11}   # few, large tasks: the bad items share
+        results = job.exec()
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            results[4]
+        with pytest.raises(ValueError, match="refuses to load"):
+            results[7]
+        good = [i for i in range(12) if i not in (4, 7)]
+        assert [results[i] for i in good] == [(i, i) for i in good]
+        held, used = _state(rt)[3:]
+        assert held == 0 and used == 0
+
+
+def fails_with_a_cause_on_the_last(a):
+    if a[0] == 5.0:
+        try:
+            {}["missing"]
+        except KeyError as exc:
+            raise ValueError("with a cause") from exc
+    return float(a[0])
+
+
+def test_an_exception_with_a_cause_does_not_keep_its_input_held(path):
+    # the cause's traceback holds the work function's frame, and that frame holds the input
+    with _runtime() as rt:
+        job = compute.for_(_inputs(0, 6), fails_with_a_cause_on_the_last)
+        job.scheduler = rt
+        job.errorLimit = 6
+        job.initialSliceProfile = {"cpuHours": 1e-11}
+        results = job.exec()
+        with pytest.raises(ValueError, match="with a cause"):
+            results[5]
+        assert [results[i] for i in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
         held, used = _state(rt)[3:]
         assert held == 0 and used == 0
 

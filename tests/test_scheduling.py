@@ -260,6 +260,27 @@ def test_streamed_input_is_requested_dispatched_with_its_chunk_and_released():
     assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
 
 
+def _feed_while_asked(sim, out):
+    """Answer each RequestInput with a 1-item chunk until the scheduler stops asking."""
+    fed = 0
+    while of(s.RequestInput, out):
+        out = sim.take(sim.sched.input_arrived("j", fed, 1, sim.now))
+        fed += 1
+    return fed
+
+
+@pytest.mark.parametrize("workers,max_workers,usable", [(2, None, 2), (3, 2, 2), (3, None, 3)])
+def test_an_unmeasured_streamed_job_holds_one_waiting_chunk_per_usable_worker(
+        workers, max_workers, usable):
+    # chunks asked for before the first measurement hold 1 item each, and every one still waiting
+    # when the measurement arrives is a 1-slice task more: one per worker that may run the job
+    sim = Sim(workers=workers)
+    _feed_while_asked(sim, sim.submit(None, streaming=True, max_workers=max_workers))
+    assert len(sim.sched.jobs["j"].chunks) == usable
+    assert len(sim.running) == usable
+    assert all(t.count == 1 for q in sim.queues.values() for t in q)
+
+
 def test_max_workers_limits_a_jobs_concurrency():
     sim = Sim(workers=3)
     sim.submit(100, max_workers=1)
