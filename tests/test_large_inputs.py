@@ -259,38 +259,31 @@ def test_failing_slices_let_go_of_their_inputs_at_once(path):
         assert held == 0 and used == 0
 
 
-def test_an_input_that_will_not_unpickle_in_the_worker_fails_only_its_own_slice(path):
-    inputs = _inputs(0)
-    inputs[0] = Unpicklable()
-    with _runtime() as rt:
-        job = compute.for_(inputs, array_head)
-        job.scheduler = rt
-        job.errorLimit = 12
-        # no 1-slice measuring task: the first task takes at least items 0-2 (the guided tail's
-        # share of 12 items), so the bad item shares it with good ones
-        job.initialSliceProfile = {"cpuHours": 1e-11}
-        results = job.exec()
-        with pytest.raises(ValueError, match="refuses to load"):
-            results[0]
-        assert [results[i] for i in range(1, 12)] == [(i, i) for i in range(1, 12)]
-        held, used = _state(rt)[3:]
-        assert held == 0 and used == 0
+def _exec_in_few_tasks(rt, inputs, fn):
+    """Run a data job whose every slice may fail, with no 1-slice measuring task: the first task
+    takes at least a guided tail's share of the items, so a bad item shares it with good ones."""
+    job = compute.for_(inputs, fn)
+    job.scheduler = rt
+    job.errorLimit = len(inputs)
+    job.initialSliceProfile = {"cpuHours": 1e-11}
+    return job.exec()
 
 
-def test_items_that_fail_to_load_mid_chunk_fail_only_their_own_slices(path):
+@pytest.mark.parametrize("bad", [
+    {0: (Unpicklable, ValueError, "refuses to load")},
+    {4: (StopsWhenLoaded, RuntimeError, "StopIteration"),
+     7: (Unpicklable, ValueError, "refuses to load")},
+], ids=["first", "mid-chunk"])
+def test_inputs_that_will_not_unpickle_in_the_worker_fail_only_their_own_slices(path, bad):
     inputs = _inputs(0)
-    inputs[4], inputs[7] = StopsWhenLoaded(), Unpicklable()
+    for index, (kind, _error, _message) in bad.items():
+        inputs[index] = kind()
     with _runtime() as rt:
-        job = compute.for_(inputs, array_head)
-        job.scheduler = rt
-        job.errorLimit = 12
-        job.initialSliceProfile = {"cpuHours": 1e-11}   # few, large tasks: the bad items share
-        results = job.exec()
-        with pytest.raises(RuntimeError, match="StopIteration"):
-            results[4]
-        with pytest.raises(ValueError, match="refuses to load"):
-            results[7]
-        good = [i for i in range(12) if i not in (4, 7)]
+        results = _exec_in_few_tasks(rt, inputs, array_head)
+        for index, (_kind, error, message) in bad.items():
+            with pytest.raises(error, match=message):
+                results[index]
+        good = [i for i in range(12) if i not in bad]
         assert [results[i] for i in good] == [(i, i) for i in good]
         held, used = _state(rt)[3:]
         assert held == 0 and used == 0
@@ -308,11 +301,7 @@ def fails_with_a_cause_on_the_last(a):
 def test_an_exception_with_a_cause_does_not_keep_its_input_held(path):
     # the cause's traceback holds the work function's frame, and that frame holds the input
     with _runtime() as rt:
-        job = compute.for_(_inputs(0, 6), fails_with_a_cause_on_the_last)
-        job.scheduler = rt
-        job.errorLimit = 6
-        job.initialSliceProfile = {"cpuHours": 1e-11}
-        results = job.exec()
+        results = _exec_in_few_tasks(rt, _inputs(0, 6), fails_with_a_cause_on_the_last)
         with pytest.raises(ValueError, match="with a cause"):
             results[5]
         assert [results[i] for i in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
