@@ -273,13 +273,12 @@ def test_idle_segments_are_given_back_after_the_results_are_dropped():
     with dcplocal.LocalRuntime(workers=1, arena_idle_seconds=2) as rt:
         results = _run(rt, 0, 3)
         (pid,) = rt.worker_pids()
-        memfds = lambda: _arena_fds(pid)  # noqa: E731
-        assert memfds() and _segments(rt)
+        assert _arena_fds(pid) and _segments(rt)
         del results
         deadline = time.monotonic() + 30               # 2 s idle, plus the worker's 1 s poll
-        while (memfds() or _segments(rt)) and time.monotonic() < deadline:
+        while (_arena_fds(pid) or _segments(rt)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert memfds() == [] and _segments(rt) == []
+        assert _arena_fds(pid) == [] and _segments(rt) == []
 
 
 # ---- large inputs through the client's arena ----------------------------------------------------

@@ -266,7 +266,6 @@ def _feed_while_asked(sim, out):
     while of(s.RequestInput, out):
         out = sim.take(sim.sched.input_arrived("j", fed, 1, sim.now))
         fed += 1
-    return fed
 
 
 @pytest.mark.parametrize("workers,max_workers,usable", [(2, None, 2), (3, 2, 2), (3, None, 3)])
