@@ -59,6 +59,12 @@ def test_placed_frames_are_left_out_of_the_message_and_restored_in_place():
     assert [bytes(f) for f in whole] == [bytes(f) for f in frames]
 
 
+def test_a_frame_placed_beyond_the_message_is_a_clear_error():
+    # three kept frames and one placed one make four; index 9 would leave a hole and a frame over
+    with pytest.raises(ValueError, match="frame 9"):
+        restore_frames([b"K", b"s", b"x"], {9: None})
+
+
 def test_released_neighbours_coalesce_so_a_large_region_fits_again():
     segments = []
     arena = Arena(lambda seg, fd: segments.append(seg) or True, min_bytes=1,
