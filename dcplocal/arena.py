@@ -340,9 +340,9 @@ def restore_frames(kept: List[Any], away: Dict[int, Any]) -> List[Any]:
     """The whole frame list of a message whose frames ``away`` (index -> what stands in for it)
     were left out by `place_frames`."""
     total = len(kept) + len(away)
-    beyond = sorted(index for index in away if not 0 <= index < total)
+    beyond = [index for index in away if not 0 <= index < total]
     if beyond:  # a malformed message: never let it shift the other frames
-        raise ValueError(f"frame {beyond[0]} was placed beyond the message's {total} frames")
+        raise ValueError(f"frame {min(beyond)} was placed beyond the message's {total} frames")
     rest = iter(kept)
     return [away[index] if index in away else next(rest) for index in range(total)]
 
