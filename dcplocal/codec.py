@@ -11,7 +11,10 @@ A message is ``[header, *payload_frames]``; the header is compact JSON ``[versio
   encoding, so that a task can unpickle just its own items (and fetch just their buffers, one
   item at a time) out of a chunk it shares with other tasks.
 * ``dumps``/``loads``: pickle-5 with out-of-band buffers for any other object (work.emit values,
-  exceptions, input specs).
+  error descriptions, input specs).
+
+How one object is pickled (plain, or by value for what the user's ``__main__`` defines) is
+pickling.py's business; this module decides only how the bytes are laid out in frames.
 
 The broker only ever calls ``encode``/``decode`` on headers; it never unpickles a payload.
 This module must not know about sockets, processes or jobs.
@@ -19,18 +22,14 @@ This module must not know about sockets, processes or jobs.
 from __future__ import annotations
 
 import json
-import pickle
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import ERESULTTOOBIG
+from . import pickling
+from .errors import ERESULTTOOBIG, ETYPE
+from .pickling import OUT_OF_BAND_BYTES  # noqa: F401 - part of this module's interface
 from .protocol import PROTOCOL_VERSION, Message, message_class
-
-#: numpy arrays at least this large travel as their own frame instead of inside the pickle stream.
-#: Below it, an extra frame costs more than the copy it saves (~64 KiB is where zmq's zero-copy
-#: send overtakes memcpy).
-OUT_OF_BAND_BYTES = 64 * 1024
 
 # Result payload kinds (first byte of the kind frame).
 KIND_ARRAY = b"A"   # frames: kind, dtype-and-origin header, raw array bytes
@@ -64,21 +63,24 @@ def decode(header: bytes) -> Message:
 
 def dumps(obj: Any) -> List[Any]:
     """Pickle-5 ``obj``; returns ``[stream, *buffers]`` where large buffers are out of band."""
-    buffers: List[pickle.PickleBuffer] = []
-
-    def keep_large(buf: pickle.PickleBuffer) -> bool:
-        if buf.raw().nbytes >= OUT_OF_BAND_BYTES:
-            buffers.append(buf)
-            return False  # out of band
-        return True
-
-    stream = pickle.dumps(obj, protocol=5, buffer_callback=keep_large)
+    buffers: List[Any] = []
+    stream = pickling.dumps(obj, buffers)
     return [stream, *buffers]
 
 
 def loads(frames: Sequence[Any]) -> Any:
     """Inverse of ``dumps``: ``frames[0]`` is the stream, the rest are the out-of-band buffers."""
-    return pickle.loads(frames[0], buffers=frames[1:])
+    return pickling.loads(frames[0], frames[1:])
+
+
+def _array_header(array: np.ndarray, origin: str) -> bytes:
+    # origin first: a dtype string may itself contain the separator ('|b1', '|u1', '|S5')
+    return f"{origin}|{array.dtype.str}".encode()
+
+
+def _array_from(header: Any, data: Any) -> Tuple[np.ndarray, bool]:
+    origin, _, dtype = bytes(header).decode().partition("|")
+    return np.frombuffer(data, dtype=np.dtype(dtype)), origin == "native"
 
 
 def _uniform_type(values: Sequence[Any]) -> Optional[type]:
@@ -115,24 +117,17 @@ def pack_results(values: Sequence[Any], max_bytes: Optional[int] = None,
         typed = typed_array(values)
         if typed is not None:
             array, origin = typed
-            return [KIND_ARRAY, f"{array.dtype.str}|{origin}".encode(), array], []
+            return [KIND_ARRAY, _array_header(array, origin), array], []
     buffers: List[Any] = []
     sizes: List[int] = []
     parts: List[bytes] = []
     failures: List[Tuple[int, BaseException]] = []
-
-    def keep_large(buf: pickle.PickleBuffer) -> bool:
-        if buf.raw().nbytes >= OUT_OF_BAND_BYTES:
-            buffers.append(buf)
-            return False
-        return True
-
     for offset, value in enumerate(values):
         before = len(buffers)
         if at_item is not None:
             at_item(offset)
         try:
-            part = pickle.dumps(value, protocol=5, buffer_callback=keep_large)
+            part = pickling.dumps(value, buffers)
             size = len(part) + sum(b.raw().nbytes for b in buffers[before:])
             if max_bytes is not None and size > max_bytes:
                 raise ERESULTTOOBIG(f"a {type(value).__name__} result of {size} bytes is over "
@@ -140,7 +135,7 @@ def pack_results(values: Sequence[Any], max_bytes: Optional[int] = None,
         except BaseException as exc:  # noqa: B902 - even sys.exit in __reduce__ fails one slice
             del buffers[before:]
             failures.append((offset, exc))
-            part = pickle.dumps(None, protocol=5)
+            part = pickling.dumps(None)
         parts.append(part)
         sizes.extend((len(part), len(buffers) - before))
     index = np.array(sizes, dtype=np.int64)
@@ -156,8 +151,8 @@ def unpack_results(frames: Sequence[Any]) -> Tuple[Any, bool, List[Tuple[int, Ba
     """
     kind = bytes(frames[0])
     if kind == KIND_ARRAY:
-        dtype, origin = bytes(frames[1]).decode().split("|")
-        return np.frombuffer(frames[2], dtype=np.dtype(dtype)), origin == "native", []
+        array, native = _array_from(frames[1], frames[2])
+        return array, native, []
     if kind != KIND_ITEMS:
         raise ProtocolError(f"unknown result payload kind {kind!r}")
     index = np.frombuffer(frames[1], dtype=np.int64).reshape(-1, 2).tolist()
@@ -168,7 +163,7 @@ def unpack_results(frames: Sequence[Any]) -> Tuple[Any, bool, List[Tuple[int, Ba
     pos = nbuf = 0
     for offset, (size, count) in enumerate(index):
         try:
-            values.append(pickle.loads(stream[pos:pos + size], buffers=buffers[nbuf:nbuf + count]))
+            values.append(pickling.loads(stream[pos:pos + size], buffers[nbuf:nbuf + count]))
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: B902 - even sys.exit in __setstate__ fails one slice
@@ -179,12 +174,14 @@ def unpack_results(frames: Sequence[Any]) -> Tuple[Any, bool, List[Tuple[int, Ba
     return values, False, failures
 
 
-def pack_inputs(items: Sequence[Any]) -> List[Any]:
-    """Frames for a chunk of input items (`pack_results`' encoding); raises what an item that
-    cannot be pickled raised."""
+def pack_inputs(items: Sequence[Any], first: int = 0) -> List[Any]:
+    """Frames for a chunk of input items (`pack_results`' encoding), the first being input item
+    ``first`` of its set; ETYPE naming the item that cannot be pickled, chained from the cause."""
     frames, failures = pack_results(items)
     if failures:
-        raise failures[0][1]
+        offset, exc = failures[0]
+        raise ETYPE(f"input item {first + offset} (a {type(items[offset]).__qualname__}) cannot "
+                    f"be sent to a worker process: {type(exc).__name__}: {exc}") from exc
     return frames
 
 
@@ -202,9 +199,9 @@ def unpack_inputs(frames: Sequence[Any], start: int, stop: int,
     fetch = frames.__getitem__ if fetch is None else fetch
     kind = bytes(fetch(0))
     if kind == KIND_ARRAY:
-        dtype, origin = bytes(fetch(1)).decode().split("|")
-        part = np.frombuffer(fetch(2), dtype=np.dtype(dtype))[start:stop]
-        return iter(part.tolist() if origin == "native" else list(part))
+        array, native = _array_from(fetch(1), fetch(2))
+        part = array[start:stop]
+        return iter(part.tolist() if native else list(part))
     if kind != KIND_ITEMS:
         raise ProtocolError(f"unknown input payload kind {kind!r}")
     return _LazyItems(fetch, start, stop)
@@ -231,6 +228,6 @@ class _LazyItems:
         self._position, self._buffer = position + size, buffer + count  # past it even if it fails
         try:
             buffers = [self._fetch(i) for i in range(buffer, buffer + count)]
-            return pickle.loads(self._stream[position:position + size], buffers=buffers)
+            return pickling.loads(self._stream[position:position + size], buffers)
         except StopIteration as exc:  # would end the caller's loop: the item's failure only
             raise RuntimeError(f"input item raised StopIteration: {exc}") from exc

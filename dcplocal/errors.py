@@ -16,7 +16,7 @@ __all__ = [
     "DCPError", "EINVAL", "ERANGE", "ETYPE", "EPERM", "ENOFUNDS", "ENOPROGRESS", "ESLICETOOSLOW",
     "ETOOMANYERRORS", "ETOOMANYTASKS", "EWORKTOOBIG", "ETOOBIG", "ERESULTTOOBIG", "ENOTAVAIL",
     "EUNMET", "JobCancelledError", "WorkerDiedError", "RuntimeBrokenError", "SliceError",
-    "RemoteTraceback", "error_for_code",
+    "RemoteTraceback", "error_for_code", "add_note",
 ]
 
 
@@ -189,3 +189,9 @@ _BY_CODE: Dict[str, Type[DCPError]] = {
 def error_for_code(code: str) -> Type[DCPError]:
     """Return the error class for a DCP error code (``DCPError`` itself for an unknown code)."""
     return _BY_CODE.get(code, DCPError)
+
+
+def add_note(exc: BaseException, text: str) -> None:
+    """Attach ``text`` to ``exc``'s notes (shown under its traceback; Python 3.11+ only)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(text)

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import codec
-from .errors import EPERM
+from .errors import EPERM, add_note
 from .results import ResultStore
 
 
@@ -46,7 +46,13 @@ class DataInput:
 
     def _take(self, count: int) -> List[Any]:
         assert self._iterator is not None
-        items = list(itertools.islice(self._iterator, count))
+        items: List[Any] = []
+        try:  # extend keeps what the iterator gave before it raised: the index is exact
+            items.extend(itertools.islice(self._iterator, count))
+        except Exception as exc:
+            add_note(exc, f"raised by the input set's iterator while making input item "
+                          f"{self._next + len(items)}")
+            raise
         first, self._next = self._next, self._next + len(items)
         if self._keys is not None:
             self._keys.put_values(first, items)
@@ -57,7 +63,7 @@ class DataInput:
         first = self._next
         items = self._take(count)
         if items:
-            link.feed(first, len(items), codec.pack_inputs(items))
+            link.feed(first, len(items), codec.pack_inputs(items, first))
         if len(items) < count or (self.length is not None and self._next >= self.length):
             self.length = self._next
             if self._keys is not None:

@@ -15,7 +15,7 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 from . import codec, protocol
-from .errors import RemoteTraceback, SliceError
+from .errors import RemoteTraceback, SliceError, add_note
 from .events import Payload
 
 
@@ -52,16 +52,19 @@ class NoticeHandling:
 
     def _restore_error(self, description: Dict[str, Any]) -> BaseException:
         error: Optional[BaseException] = None
+        why = description.get("unpicklable") or "it could not be pickled in the worker"
         if description.get("pickled") is not None:
             try:
                 error = codec.loads([description["pickled"]])
-            except Exception:  # noqa: BLE001 - fall back to the text below
-                error = None
+            except Exception as exc:  # noqa: BLE001 - fall back to the text below
+                why = f"it could not be unpickled in the client: {type(exc).__name__}: {exc}"
         if not isinstance(error, Exception):
-            # Also SystemExit/KeyboardInterrupt from a work function: re-raised as they are, they
-            # would end or "interrupt" the client; they are that slice's failure, nothing more.
-            error = SliceError(f"work function raised {description['module']}.{description['name']}: "
-                               f"{description['message']}")
+            if error is not None:  # SystemExit/KeyboardInterrupt from a work function: re-raised
+                # as they are they would end or "interrupt" the client; they fail one slice only
+                why = f"a {type(error).__name__} ends a slice, not the client"
+            error = SliceError(f"work function raised {description['module']}."
+                               f"{description['name']}: {description['message']} (not re-raised "
+                               f"as its own type: {why}; original: {description.get('repr', '?')})")
         error.__cause__ = RemoteTraceback(description["stack"])
         return error
 
@@ -70,8 +73,7 @@ class NoticeHandling:
             key = repr(self.results.key(index))
         except Exception:  # noqa: BLE001 - the note is best effort
             key = "?"
-        if hasattr(error, "add_note"):
-            error.add_note(f"raised by slice {index + 1} (sliceIndex {index}) of job {self.id} on input {key}")
+        add_note(error, f"raised by slice {index + 1} (sliceIndex {index}) of job {self.id} on input {key}")
         self._store.put_error(index, error)
         if self._first_error is None:
             self._first_error = error
@@ -91,7 +93,17 @@ class NoticeHandling:
 
     def _on_event(self, msg: Any, frames: List[Any]) -> None:
         if isinstance(msg, protocol.WorkEvent):
-            self.work.emit(msg.name, codec.loads(frames))
+            try:
+                value = codec.loads(frames)
+            except Exception as exc:  # noqa: BLE001 - that slice's failure, counted as any other
+                index = msg.slice_index
+                error = SliceError(f"the value slice {index + 1} (sliceIndex {index}) sent with "
+                                   f"work.emit({msg.name!r}) could not be unpickled in the client: "
+                                   f"{type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                self._slice_error(index, error, "".join(format_exception(exc)))
+                return
+            self.work.emit(msg.name, value)
             return
         if msg.same:
             payload = Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,

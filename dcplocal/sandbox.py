@@ -19,13 +19,14 @@ from __future__ import annotations
 import builtins
 import io
 import logging
-import pickle
 import sys
 import time
 import traceback
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import codec, protocol
+from .errors import ERESULTTOOBIG, add_note
+from .pickling import dumps_exception
 
 Emit = Callable[..., None]
 
@@ -229,14 +230,16 @@ class CallWithoutDatum:
 
 
 def describe_error(exc: BaseException, slice_index: int) -> Dict[str, Any]:
-    """A slice error as plain data: type, message, traceback text and the pickled exception."""
+    """A slice error as plain data: type, message, repr, traceback text and the pickled
+    exception (None, with ``unpicklable`` saying why, when it cannot cross a process boundary)."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:  # in-band: an error message is one frame, whatever buffers the exception holds
-        blob = pickle.dumps(exc, protocol=5)
-    except Exception:  # an exception that cannot cross the process boundary keeps its text
-        blob = None
-    return {"slice": slice_index, "name": type(exc).__name__,
-            "module": type(exc).__module__, "message": str(exc), "stack": tb, "pickled": blob}
+    blob, why = dumps_exception(exc)
+    try:
+        text = repr(exc)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the error itself
+        text = f"<{type(exc).__qualname__} with a failing __repr__>"
+    return {"slice": slice_index, "name": type(exc).__qualname__, "module": type(exc).__module__,
+            "message": str(exc), "repr": text, "stack": tb, "pickled": blob, "unpicklable": why}
 
 
 def run_batch(work_fn: Callable[..., Any], data: Iterable[Any], args: Sequence[Any], spread: bool,
@@ -277,3 +280,20 @@ def run_batch(work_fn: Callable[..., Any], data: Iterable[Any], args: Sequence[A
     console._flush_same()
     run.emit = None
     return results, errors, elapsed
+
+
+def pack_outcome(results: List[Any], failed: List[Tuple[int, BaseException]], first: int,
+                 max_result_bytes: Optional[int] = None,
+                 at_item: Optional[Callable[[int], None]] = None) -> Tuple[List[Any], int]:
+    """A batch's TaskDone payload and its error count: the results' frames, then, if any slice
+    failed, one frame of error descriptions (`describe_error`). A result that cannot be sent
+    fails its own slice with pickling's own error (or ERESULTTOOBIG), noted as such."""
+    frames, failures = codec.pack_results(results, max_result_bytes, at_item)
+    for offset, exc in failures:
+        if not isinstance(exc, ERESULTTOOBIG):
+            add_note(exc, f"raised while pickling the result of slice {first + offset + 1}, a "
+                          f"{type(results[offset]).__qualname__}, to send it back")
+        failed = [*failed, (first + offset, exc)]
+    if failed:
+        frames.append(codec.dumps([describe_error(exc, index) for index, exc in failed])[0])
+    return frames, len(failed)

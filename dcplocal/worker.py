@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import collections
 import ctypes
+import importlib
 import os
 import signal
 import sys
@@ -39,9 +40,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-import cloudpickle
-
-from . import codec, protocol
+from . import codec, pickling, protocol
 from .arena import (IDLE_SECONDS, Arena, Placement, can_open, place_frames, placements,
                     private_view, restore_frames)
 from .remote import can_read
@@ -49,8 +48,7 @@ from .remote import read as read_remote
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
 # so a warm job's first slice on this worker does not pay ~6 ms of imports.
 from . import inputs  # noqa: F401
-from .errors import ERESULTTOOBIG
-from .sandbox import SandboxEnvironment, _running, describe_error, load_work, run_batch
+from .sandbox import SandboxEnvironment, _running, load_work, pack_outcome, run_batch
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -124,11 +122,26 @@ class _LoadedJob:
             return
         frames, self.frames = self.frames, None
         try:
-            self.fn = load_work(cloudpickle.loads(frames[0]))
-            self.args = cloudpickle.loads(frames[1])
+            self.fn = load_work(pickling.loads(frames[0]))
+            self.args = pickling.loads(frames[1])
             self.spec = codec.loads(frames[2:3]) if len(frames) > 2 else None
         except BaseException as exc:  # noqa: B902 - reported on every slice of this job
             self.error = exc
+
+
+def _adopt_client_world(options: Dict[str, Any]) -> None:
+    """Take the client's import path and working directory of the job's submission: a warm
+    worker started before the client changed them must import and open what the client can."""
+    cwd = options.get("cwd")
+    if cwd and cwd != os.getcwd():
+        try:
+            os.chdir(cwd)
+        except OSError:  # gone or forbidden here: the work function will say what it misses
+            pass
+    path = options.get("sys_path")
+    if path is not None and sys.path[:len(path)] != path:
+        sys.path[:] = [*path, *(entry for entry in sys.path if entry not in path)]
+        importlib.invalidate_caches()  # a module written since our last import must be found
 
 
 class _Heartbeat(threading.Thread):
@@ -189,6 +202,8 @@ class Worker:
         self.heartbeat: Optional[_Heartbeat] = None
         self.recycle_slices, self.recycle_rss = recycle_slices, recycle_rss
         self.slices_run = 0
+        #: the job whose client sys.path and cwd this process has taken (see _adopt_client_world)
+        self.world_of = ""
         # Under a memory limit, the segments the client holds must not take our address space.
         self.arena = Arena(self._announce_segment, idle_seconds=arena_idle_seconds,
                            mapped=not memory_limited)
@@ -297,6 +312,9 @@ class Worker:
         """Run one task and send its results; True when this worker leaves now (recycling)."""
         started = time.perf_counter()  # the task's whole cost (expand, run, pack) sizes batches
         job = self.jobs[task.job_id]
+        if self.world_of != task.job_id:
+            _adopt_client_world(job.options)
+            self.world_of = task.job_id
         _running.first, _running.results = task.first, []  # watchdog: "at the first slice"
         self._watch(task.task_id, job)
         self.slices_run += task.count
@@ -305,23 +323,23 @@ class Worker:
         try:
             job.load()
             if job.error is not None:
-                errors = [describe_error(job.error, task.first + i) for i in range(task.count)]
-                return self._reply(task, job, [None] * task.count, errors, started)
+                failed = [(task.first + i, job.error) for i in range(task.count)]
+                return self._reply(task, job, [None] * task.count, failed, started)
             if task.chunk_first >= 0:
                 try:
                     data: Iterable[Any] = self._inputs(task, chunk)
                 except BaseException as exc:  # noqa: B902 - its chunk's index cannot be read
-                    errors = [describe_error(exc, task.first + i) for i in range(task.count)]
-                    return self._reply(task, job, [None] * task.count, errors, started)
+                    failed = [(task.first + i, exc) for i in range(task.count)]
+                    return self._reply(task, job, [None] * task.count, failed, started)
             else:
                 data = job.spec.slice_data(task.first, task.count)
             results, failed, _ = run_batch(
                 job.fn, data, job.args, job.options.get("spread", False), task.job_id,
                 task.first, self.send, job.options.get("public"))
-            errors = [describe_error(exc, index) for index, exc in failed]
+            leaving = self._reply(task, job, results, failed, started)
             for _index, failure in failed:
                 _drop_tracebacks(failure)
-            return self._reply(task, job, results, errors, started)
+            return leaving
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.watch(0, 0)
@@ -329,24 +347,17 @@ class Worker:
                 self._input_released(segment_id, offset)  # never looked at: let go at once
 
     def _reply(self, task: protocol.Task, job: _LoadedJob, results: List[Any],
-               errors: List[Dict[str, Any]], started: float) -> bool:
+               failed: List[Tuple[int, BaseException]], started: float) -> bool:
         def at_item(offset: int) -> None:  # the watchdog blames the result being pickled
             _running.first, _running.results = task.first + offset, []
 
-        frames, failures = codec.pack_results(results, job.options.get("max_result_bytes"), at_item)
-        for offset, exc in failures:
-            failure = describe_error(exc, task.first + offset)
-            if not isinstance(exc, ERESULTTOOBIG):
-                failure["message"] = (f"result of slice {task.first + offset + 1} (type "
-                                      f"{type(results[offset]).__name__}) could not be pickled: {exc}")
-            errors.append(failure)
-        if errors:
-            frames.append(codec.dumps(errors)[0])
+        frames, errors = pack_outcome(results, failed, task.first,
+                                      job.options.get("max_result_bytes"), at_item)
         leaving = self._worn_out()
         frames, placed = place_frames(frames, self.arena.place, self.arena.min_bytes)
         elapsed = time.perf_counter() - started
         self.send(protocol.TaskDone(task.task_id, task.job_id, task.first, task.count, elapsed,
-                                    len(errors), leaving, placed), frames)
+                                    errors, leaving, placed), frames)
         return leaving
 
 

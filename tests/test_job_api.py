@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 
 import numpy as np
@@ -155,15 +156,28 @@ def test_error_limit_tolerates_failures_and_failed_entries_raise():
         job2.localExec(2)
 
 
-def test_unpicklable_exception_arrives_as_slice_error_naming_its_type():
+def test_exception_whose_args_cannot_be_pickled_arrives_as_slice_error_naming_its_type():
+    def bad(x):
+        class Local(Exception):
+            pass
+        raise Local("nope", threading.Lock())
+    with pytest.raises(SliceError, match=r"Local.*nope.*could not be pickled|Local.*nope.*cannot pickle"):
+        compute.for_(0, 0, bad).localExec(2)
+
+
+def test_exception_with_an_unpicklable_attribute_keeps_its_type_and_the_other_attributes():
     def bad(x):
         class Local(Exception):
             pass
         err = Local("nope")
-        err.handle = threading.Lock()
+        err.handle, err.status = threading.Lock(), 503
         raise err
-    with pytest.raises(SliceError, match="Local"):
+    with pytest.raises(Exception) as caught:
         compute.for_(0, 0, bad).localExec(2)
+    assert type(caught.value).__name__ == "Local" and caught.value.args == ("nope",)
+    assert caught.value.status == 503 and not hasattr(caught.value, "handle")
+    if sys.version_info >= (3, 11):
+        assert any("handle" in note for note in caught.value.__notes__)
 
 
 def test_listener_errors_are_reported_and_do_not_break_the_job(capsys):
