@@ -32,11 +32,23 @@ def _is_number(value: Any) -> bool:
 
 
 def _check_work(work: Any) -> Any:
-    if callable(work) or isinstance(work, str):
-        if isinstance(work, str) and not work.strip():
-            raise EINVAL("work function source is empty")
+    """``work`` as given; a source string is compiled here, so a syntax error is reported before
+    any process starts."""
+    if callable(work):
         return work
-    raise ETYPE(f"work must be a callable or a source string, not {type(work).__name__}")
+    if not isinstance(work, str):
+        raise ETYPE(f"work must be a callable or a source string, not {type(work).__name__}")
+    if not work.strip():
+        raise EINVAL("work function source is empty")
+    try:
+        compile(work, "<work function>", "eval")
+    except SyntaxError:
+        try:
+            compile(work, "<work function>", "exec")
+        except SyntaxError as exc:
+            raise EINVAL(f"work function source does not compile: {exc.msg} (line {exc.lineno}: "
+                         f"{(exc.text or '').strip()!r})") from exc
+    return work
 
 
 def _check_args(arguments: Any) -> Tuple[Any, ...]:
@@ -60,7 +72,29 @@ def _job_from_input(input_set: Any, work: Any, arguments: Any) -> Job:
 
 
 def for_(*args: Any, **kwargs: Any) -> Job:
-    """``compute.for`` in all its forms; returns a Job (nothing runs until exec/localExec)."""
+    """Make a job that maps ``work`` over an input set; nothing runs until ``exec``/``localExec``.
+
+    The spec's ``compute.for`` (also ``getattr(compute, "for")``), in every form::
+
+        compute.for_(range_object, work[, arguments])        # 1: RangeObject or {start, end, step, group}
+        compute.for_(start, end, step, work[, arguments])    # 2a: end inclusive, exact arithmetic
+        compute.for_(start, end, work[, arguments])          # 2b: step 1; end < start is empty
+        compute.for_([range, range, ...], work[, arguments]) # 3: multi-range (Cartesian product):
+                                                             #    work(i, j, ...), results nest
+        compute.for_({"sparse": [range, ...]}, work[, arguments])  # sparse: ranges one after another
+        compute.for_(iterable, work[, arguments])            # 4: any iterable or generator, streamed
+        compute.for_(stats.set.normalRNG(n, ...), work[, arguments])  # a distribution
+
+    ``work`` is any callable (closures, lambdas and script-level functions travel by value) or
+    source text defining or evaluating to one function; it is called ``work(datum,
+    *arguments)``. A range object without a step counts down when ``end < start``; a step that
+    moves away from ``end`` raises ERANGE; ``group=g`` hands each slice a numpy array of up to g
+    values. Bad input raises a typed ``dcplocal.errors`` error (ETYPE, EINVAL, ERANGE) here.
+
+    Example::
+
+        results = compute.for_(1, 3, lambda i: i * 10).localExec(2)   # [10, 20, 30]
+    """
     if kwargs:
         raise ETYPE(f"compute.for takes positional arguments only, got {', '.join(kwargs)}")
     if not args:

@@ -11,27 +11,27 @@ Must not know: sockets, processes, the scheduler's policy.
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 import os
 import queue
+import sys
 import time
 import uuid
 import weakref
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-import cloudpickle
-
-from . import codec, protocol
+from . import codec, pickling, protocol
 from .broker import Submission
-from .errors import EINVAL, EPERM, ETOOMANYERRORS, ETYPE, JobCancelledError, SliceError
+from .errors import EINVAL, EPERM, ERANGE, ETOOMANYERRORS, ETYPE, JobCancelledError
 from .events import EventEmitter, Payload
 from .inputs import InputSpec
 from .jobinputs import DataInput
-from .notices import NoticeHandling, format_exception
+from .notices import NoticeHandling
 from .requirements import validate_requirements
 from .results import ResultHandle, ResultStore
 from .runtime import JobLink, LocalRuntime, default_runtime
-from .sandbox import SandboxEnvironment, load_work, run_batch
+from .sandbox import SandboxEnvironment, load_work, pack_outcome, run_batch
 from .scheduling import JobInfo
 
 JOB_EVENTS = frozenset({
@@ -54,19 +54,106 @@ JOBS: "weakref.WeakValueDictionary[str, Job]" = weakref.WeakValueDictionary()
 
 
 class _Aio:
-    """``await job.aio.exec()`` / ``await job.aio.localExec(n)``: the blocking calls on a thread,
-    with listeners still running on that one thread."""
+    """``await job.aio.exec()`` / ``await job.aio.localExec(n)`` / ``async for ev in
+    job.aio.results(n)``: the blocking calls on a thread of the default executor, with
+    listeners still running on that one thread. Cancelling the awaiting task (``task.cancel()``,
+    ``asyncio.wait_for`` timing out) cancels the job, and waits until it stopped."""
 
     def __init__(self, job: "Job") -> None:
         self._job = job
 
     async def exec(self, *args: Any, **kwargs: Any) -> ResultHandle:
-        import asyncio
-        return await asyncio.to_thread(self._job.exec, *args, **kwargs)
+        return await self._run(lambda: self._job.exec(*args, **kwargs))
 
     async def localExec(self, cores: Any = None) -> ResultHandle:
+        return await self._run(lambda: self._job.localExec(cores))
+
+    async def _run(self, call: Any) -> ResultHandle:
         import asyncio
-        return await asyncio.to_thread(self._job.localExec, cores)
+
+        running = asyncio.get_running_loop().run_in_executor(None, call)
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await self._stop(running)
+            raise
+
+    async def _stop(self, running: Any) -> None:
+        """Cancel the job and wait for its thread to return (the job ends within a second)."""
+        import asyncio
+
+        self._job.cancel()
+        try:
+            await asyncio.shield(running)
+        except BaseException:  # noqa: B902 - JobCancelledError, or another cancel of ours
+            pass
+
+    def results(self, cores: Any = None) -> "_ResultStream":
+        """``async for event in job.aio.results(cores)``: run the job as ``localExec(cores)``
+        and yield each slice's ``result`` event payload (``sliceNumber``, ``sort``, ``input``,
+        ``result``) as that slice completes, in completion order. A failed job raises its error
+        after the results that did arrive; leaving the loop early cancels the job."""
+        return _ResultStream(self, cores)
+
+
+class _ResultStream:
+    """The async iterator of `_Aio.results`. A class, not an async generator: one left by
+    ``break`` is dropped at once, and dropping it cancels the job (an async generator would
+    run on until the event loop finalised it)."""
+
+    _END = object()
+
+    def __init__(self, aio: _Aio, cores: Any) -> None:
+        self._aio, self._cores = aio, cores
+        self._running: Any = None
+        self._arrived: Any = None
+        self._listener: Any = None
+        self._over = False
+
+    def __aiter__(self) -> "_ResultStream":
+        return self
+
+    def _start(self) -> None:
+        import asyncio
+
+        # the callbacks below must not hold this object: dropping it is what cancels the job
+        loop, job, cores, end = asyncio.get_running_loop(), self._aio._job, self._cores, self._END
+        arrived: "asyncio.Queue[Any]" = asyncio.Queue()
+
+        def on_result(event: Payload) -> None:
+            loop.call_soon_threadsafe(arrived.put_nowait, event)
+
+        job.on("result", on_result)
+        self._arrived, self._listener = arrived, on_result
+        self._running = loop.run_in_executor(None, lambda: job.localExec(cores))
+        # the thread's result events were queued before it returned, so `end` comes last
+        self._running.add_done_callback(lambda _: arrived.put_nowait(end))
+
+    async def __anext__(self) -> Payload:
+        if self._over:
+            raise StopAsyncIteration
+        if self._running is None:
+            self._start()
+        event = await self._arrived.get()
+        if event is not self._END:
+            return event
+        self._over = True
+        self._aio._job.off("result", self._listener)
+        self._running.result()  # the job's own error, if it failed
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Cancel the job if it still runs, and wait until it stopped."""
+        self._over = True
+        if self._running is not None and not self._running.done():
+            await self._aio._stop(self._running)
+
+    def __del__(self) -> None:
+        running = self._running
+        if running is not None and not running.done():
+            self._aio._job.off("result", self._listener)
+            self._aio._job.cancel()
+            running.add_done_callback(lambda done: done.exception())  # retrieved: no log noise
 
 
 class Job(EventEmitter, NoticeHandling):
@@ -103,6 +190,7 @@ class Job(EventEmitter, NoticeHandling):
         self._cancel_requested = False
         self._store: Optional[ResultStore] = None
         self._first_error: Optional[BaseException] = None
+        self._over_limit = False
         self._cpu_seconds = 0.0
 
     @property
@@ -197,18 +285,23 @@ class Job(EventEmitter, NoticeHandling):
     # ---- preparing ----------------------------------------------------------------------------
 
     def _check_options(self) -> None:
-        if not isinstance(self.errorLimit, int) or self.errorLimit < 0:
-            raise EINVAL(f"job.errorLimit must be an int >= 0, not {self.errorLimit!r}")
+        _check_whole("errorLimit", self.errorLimit, 0)
+        _check_whole("maxAttempts", self.maxAttempts, 1)
         for name in ("progressTimeout", "sliceTimeout"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise EINVAL(f"job.{name} must be a number of seconds > 0 or None, not {value!r}")
-        if self.maxResultBytes is not None and (not isinstance(self.maxResultBytes, int)
-                                                or self.maxResultBytes <= 0):
-            raise EINVAL(f"job.maxResultBytes must be an int > 0 or None, not {self.maxResultBytes!r}")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ETYPE(f"job.{name} must be a number of seconds or None, not {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise EINVAL(f"job.{name} must be a finite number of seconds > 0 (None turns "
+                             f"it off), not {value!r}")
+        if self.maxResultBytes is not None:
+            _check_whole("maxResultBytes", self.maxResultBytes, 1)
         if not isinstance(self.public, dict):
             raise ETYPE(f"job.public must be a dict, not {type(self.public).__name__}")
         validate_requirements(self.requirements)
+        _check_slice_count(len(self._spec) if self._spec is not None else self._data.length)
 
     def _watchdog_interval(self) -> Optional[float]:
         limits = [v for v in (self.progressTimeout, self.sliceTimeout) if v is not None]
@@ -226,7 +319,10 @@ class Job(EventEmitter, NoticeHandling):
                        initial_slice_seconds=_profile_seconds(self.initialSliceProfile))
         options = {"spread": bool(self._spec is not None and self._spec.spread),
                    "public": dict(self.public), "heartbeat": self._watchdog_interval(),
-                   "max_result_bytes": self.maxResultBytes}
+                   "max_result_bytes": self.maxResultBytes,
+                   # what the workers import and open must be what this process would (warm
+                   # workers started before a sys.path change or a chdir included)
+                   "sys_path": list(sys.path), "cwd": os.getcwd()}
         return Submission(info, [work_blob, args_blob, *spec_frames], options)
 
     def _begin(self) -> None:
@@ -234,6 +330,7 @@ class Job(EventEmitter, NoticeHandling):
         total = len(self._spec) if self._spec is not None else self._data.length
         self._store = ResultStore(total)
         self._first_error = None
+        self._over_limit = False
         self._cancel_requested = False
         self.results = self._make_handle()
         self.status.update(total=total, distributed=0, computed=0)
@@ -283,11 +380,8 @@ class Job(EventEmitter, NoticeHandling):
         self._set_run_status("running")
         try:
             outcome = self._drive(self._link)
-        except KeyboardInterrupt:
-            self._link.cancel()
-            self._drain_after_interrupt(self._link)
-            self._set_run_status("cancelled")
-            self.emit("cancel", Payload(job=self.id, address=self.id, reason="KeyboardInterrupt"))
+        except BaseException as exc:  # noqa: B902 - Ctrl-C too: the job must end, then re-raise
+            self._abandon(self._link, exc)
             raise
         finally:
             self._link = None
@@ -321,6 +415,11 @@ class Job(EventEmitter, NoticeHandling):
                 return item[1]
             elif kind == "broken":
                 raise item[1]
+            if len(self._store.errors) > self.errorLimit and not self._over_limit:
+                # failures the runtime cannot count (results or events that would not unpickle
+                # here) end the job as the runtime's own would
+                self._over_limit = True
+                link.cancel()
 
     def _seal_input(self) -> None:
         """A streamed input set's length is known once it ended: results end there too."""
@@ -328,26 +427,46 @@ class Job(EventEmitter, NoticeHandling):
             self._store.total = self._data.length
             self.status.total = self._data.length
 
-    def _drain_after_interrupt(self, link: JobLink, timeout: float = 3.0) -> None:
+    def _abandon(self, link: JobLink, exc: BaseException) -> None:
+        """A failure on this side of the job (a raising input iterator, an input that will not
+        pickle, a bug, Ctrl-C): stop the job in the runtime and let it end there, so it holds no
+        worker and no memory, keeping every result reported meanwhile; then say how it ended."""
+        link.cancel()
+        self._wind_down(link)
+        if isinstance(exc, KeyboardInterrupt):
+            self._set_run_status("cancelled")
+            self.emit("cancel", Payload(job=self.id, address=self.id, reason="KeyboardInterrupt"))
+        else:
+            self._set_run_status("failed")
+
+    def _wind_down(self, link: JobLink, timeout: float = 3.0) -> None:
+        """Take the cancelled job's last notices until it ended (at most ``timeout`` seconds:
+        the runtime stops a cancelled job within one)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 item = link.queue.get(timeout=0.1)
             except (queue.Empty, KeyboardInterrupt):
                 continue
-            if item[0] == "done":
-                self._on_done(item[1], item[2], item[3])
-            elif item[0] in ("ended", "broken"):
+            if item[0] in ("ended", "broken"):
                 return
+            try:
+                if item[0] == "done":
+                    self._on_done(item[1], item[2], item[3])
+                elif item[0] == "failed":
+                    self._on_failed(item[1])
+            except Exception:  # noqa: BLE001 - the first failure is the one being raised
+                continue
 
     def _finish(self, outcome: str) -> ResultHandle:
         assert self.results is not None
-        if outcome == "cancelled" or (self._cancel_requested and outcome != "complete"):
+        if (self._cancel_requested and outcome != "complete") or (outcome == "cancelled"
+                                                                  and not self._over_limit):
             self._set_run_status("cancelled")
             self.emit("cancel", Payload(job=self.id, address=self.id))
             raise JobCancelledError(f"job {self.id} was cancelled; "
                                     f"{self._store.computed} results are kept in job.results")
-        if outcome == "failed":
+        if outcome == "failed" or len(self._store.errors) > self.errorLimit:
             self._set_run_status("failed")
             error = self._job_error()
             code = getattr(error, "code", None)
@@ -375,44 +494,80 @@ class Job(EventEmitter, NoticeHandling):
     # ---- in-process -------------------------------------------------------------------------
 
     def _run_in_process(self) -> ResultHandle:
+        """``localExec(0)``: the workers' code in this process, serially. What crosses a process
+        boundary for them (work function, arguments, inputs, results, errors, events) goes
+        through the same pickling here, so a program that fails on workers fails here too."""
         self._check_options()
+        fn = load_work(pickling.loads(_pickle("work function", self._work_fn)))
+        args = pickling.loads(_pickle("argument", self._args))
         self._begin()
-        fn = load_work(self._work_fn)
-        spread = bool(self._spec is not None and self._spec.spread)
         self.emit("accepted", Payload(job=self))
         self._set_run_status("running")
+        try:
+            outcome = self._run_batches_here(fn, args)
+        except BaseException as exc:  # noqa: B902 - the job ends, then the error goes on
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self._set_run_status("cancelled" if interrupted else "failed")
+            raise
+        return self._finish(outcome)
+
+    def _run_batches_here(self, fn: Any, args: Tuple[Any, ...]) -> str:
+        spread = bool(self._spec is not None and self._spec.spread)
         task_ids = itertools.count(1)
-        for first, data in self._in_process_batches():
+        for first, count, data in self._in_process_batches():
             if self._cancel_requested:
-                return self._finish("cancelled")
+                return "cancelled"
             emitted: List[Tuple[Any, List[Any]]] = []
             with SandboxEnvironment(capture_output=True):
-                values, errors, elapsed = run_batch(fn, data, self._args, spread, self.id, first,
+                values, failed, elapsed = run_batch(fn, data, args, spread, self.id, first,
                                                     lambda m, f=(): emitted.append((m, f)), self.public)
-            for msg, frames in emitted:
-                self._on_event(msg, frames)
-            self._store.put_values(first, values, elapsed)
-            for index, exc in errors:
-                if not isinstance(exc, Exception):
-                    exc = SliceError(f"work function raised {type(exc).__name__}: {exc}")
-                self._slice_error(index, exc, "".join(format_exception(exc)))
-            self._cpu_seconds += elapsed
-            self.status.update(distributed=first + len(data), computed=self._store.computed - len(self._store.errors))
-            done = protocol.TaskDone(next(task_ids), self.id, first, len(data), elapsed, len(errors))
-            self._emit_results(done)
+            frames, errors = pack_outcome(values, failed, first, self.maxResultBytes)
+            for msg, event_frames in emitted:
+                self._on_event(msg, event_frames)
+            self.status.distributed = first + count
+            self._on_done(protocol.TaskDone(next(task_ids), self.id, first, count, elapsed, errors),
+                          frames, {})
             if len(self._store.errors) > self.errorLimit:
-                return self._finish("failed")
+                return "failed"
         self._seal_input()
         self._emit_status()
-        return self._finish("complete")
+        return "complete"
 
-    def _in_process_batches(self) -> Iterator[Tuple[int, List[Any]]]:
+    def _in_process_batches(self) -> Iterator[Tuple[int, int, Any]]:
+        """(first, count, data) batches; a data job's items go through the workers' encoding."""
         if self._spec is not None:
             for first in range(0, len(self._spec), IN_PROCESS_BATCH):
-                yield first, list(self._spec.slice_data(first, min(IN_PROCESS_BATCH, len(self._spec) - first)))
+                count = min(IN_PROCESS_BATCH, len(self._spec) - first)
+                yield first, count, self._spec.slice_data(first, count)
         else:
             self._data.restart()
-            yield from self._data.batches(IN_PROCESS_BATCH)
+            for first, items in self._data.batches(IN_PROCESS_BATCH):
+                yield first, len(items), codec.unpack_inputs(codec.pack_inputs(items, first), 0, len(items))
+
+
+def _check_whole(name: str, value: Any, least: int) -> None:
+    """ETYPE unless ``value`` is an int (not a bool), EINVAL unless it is at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ETYPE(f"job.{name} must be an int, not {value!r}")
+    if value < least:
+        raise EINVAL(f"job.{name} must be >= {least}, not {value!r}")
+
+
+#: Bytes of client memory a slice needs at the least: its done flag and an 8-byte result slot.
+SLOT_BYTES = 9
+
+
+def _check_slice_count(total: Optional[int]) -> None:
+    """ERANGE for an input set too large to hold one result per slice on this machine."""
+    if total is None:
+        return
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX sysconf: assume 1 TiB
+        memory = 1 << 40
+    if total * SLOT_BYTES > memory:
+        raise ERANGE(f"the input set has {total:,} slices; their results need at least "
+                     f"{total * SLOT_BYTES:,} bytes, more than this machine's {memory:,}")
 
 
 def _profile_seconds(profile: Any) -> Optional[float]:
@@ -424,9 +579,9 @@ def _profile_seconds(profile: Any) -> Optional[float]:
 
 
 def _pickle(what: str, obj: Any) -> bytes:
-    """cloudpickle ``obj`` or raise ETYPE naming the object that would not pickle."""
+    """``obj`` pickled by value (as code travels) or ETYPE naming the object that would not."""
     try:
-        return cloudpickle.dumps(obj, protocol=5)
+        return pickling.dumps_by_value(obj)
     except Exception as exc:  # noqa: BLE001 - re-raised typed, with the culprit named
         raise ETYPE(f"the {what} cannot be sent to a worker process: {type(exc).__name__}: {exc} "
                     f"(object: {obj!r:.200})") from exc

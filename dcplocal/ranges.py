@@ -108,6 +108,16 @@ class RangeObject(SpecSequence):
                                float_start or float_end or float_step, self.group)
 
     @classmethod
+    def _empty(cls, start: Any, end: Any) -> "RangeObject":
+        """The empty range of form 2b's ``end < start`` (no values; step 1)."""
+        first, floats = _exact("start", start)
+        obj = cls.__new__(cls)
+        obj.start, obj.end, obj.step, obj.group = start, end, 1, None
+        obj._spec = RangeSpec(first.numerator, first.denominator, first.denominator, 0,
+                              floats or _exact("end", end)[1])
+        return obj
+
+    @classmethod
     def _of(cls, spec: RangeSpec) -> "RangeObject":
         obj = cls.__new__(cls)
         obj._spec = spec
@@ -230,5 +240,12 @@ def to_input_spec(obj: Any) -> Optional[InputSpec]:
 
 
 def range_from_args(start: Any, end: Any, step: Any = None) -> RangeObject:
-    """The range of ``compute.for_(start, end[, step], work)``."""
-    return RangeObject(start, end, step)
+    """The range of ``compute.for_(start, end[, step], work)``.
+
+    Without a step (the spec's form 2b) the step is always 1, so ``end < start`` is the empty
+    set, as ``range(start, end + 1)`` would be: ``compute.for_(0, n - 1, f)`` runs nothing for
+    ``n = 0``. A range object or dict without a step keeps the descending default.
+    """
+    if step is None and _exact("end", end)[0] < _exact("start", start)[0]:
+        return RangeObject._empty(start, end)
+    return RangeObject(start, end, 1 if step is None else step)

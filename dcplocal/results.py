@@ -216,11 +216,19 @@ class ResultHandle(Sequence):
         return repr(_nest(shown, self._shape or ()))
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """numpy's view of the results, by numpy's own rules: ``np.asarray`` (``copy=None``) is
+        a zero-copy, read-only view of numeric results; ``np.array`` (``copy=True``) is a
+        writable copy; ``copy=False`` raises where a copy cannot be avoided. Other results are
+        converted as ``np.asarray(list(results))`` would be (tuples and arrays become axes)."""
         typed = self._store.typed()
-        array = typed if typed is not None else np.array(self._store.values() + [None], dtype=object)[:-1]
-        if self._shape:
-            array = array.reshape(self._shape)
-        return array if dtype is None else array.astype(dtype)
+        if typed is None or (dtype is not None and np.dtype(dtype) != typed.dtype):
+            if copy is False:
+                raise ValueError("these results cannot be viewed as an array without a copy "
+                                 "(they are not numbers of one type, or need another dtype)")
+            values = self._nested() if typed is None else typed.reshape(self._shape or typed.shape)
+            return np.array(values, dtype=dtype)
+        array = typed.reshape(self._shape) if self._shape else typed
+        return array.copy() if copy else array
 
     # ---- the spec's methods -----------------------------------------------------------------
     def keys(self) -> List[Any]:
