@@ -49,9 +49,16 @@ def _out_of_band(buffers: List[Any]) -> Callable[[pickle.PickleBuffer], bool]:
     return keep_large
 
 
-def _lives_in_main(obj: Any) -> bool:
+def _not_importable(obj: Any) -> bool:
+    """Whether a receiving process could not find ``obj`` by its module and qualified name
+    (it lives in ``__main__``, in a function, or in no importable module)."""
     module = getattr(obj, "__module__", None)
-    return module == "__main__" or module not in sys.modules
+    if module == "__main__" or module not in sys.modules:
+        return True
+    found: Any = sys.modules[module]
+    for part in getattr(obj, "__qualname__", "<locals>").split("."):
+        found = getattr(found, part, None)
+    return found is not obj
 
 
 def _lru_cached(fn: Callable[..., Any], maxsize: Optional[int], typed: bool) -> Callable[..., Any]:
@@ -63,7 +70,7 @@ class _ByValuePickler(cloudpickle.Pickler):
     """cloudpickle, plus script-defined ``lru_cache`` wrappers by value."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, functools._lru_cache_wrapper) and _lives_in_main(obj):
+        if isinstance(obj, functools._lru_cache_wrapper) and _not_importable(obj):
             params = obj.cache_parameters()  # type: ignore[attr-defined]
             return _lru_cached, (obj.__wrapped__, params["maxsize"], params["typed"])
         return super().reducer_override(obj)

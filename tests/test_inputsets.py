@@ -167,3 +167,25 @@ def test_compute_for_numeric_forms():
     assert compute.for_(0, 10, 5, lambda x: x).localExec(0) == [0, 5, 10]
     assert compute.for_(0, 0.3, 0.1, lambda x, k: x * k, [10]).localExec(0) == [0.0, 1.0, 2.0, 3.0]
     assert getattr(compute, "for")(1, 2, lambda x: -x).localExec(0) == [-1, -2]
+
+
+@pytest.mark.parametrize("cores", [0, 2])
+def test_form_2b_steps_by_one_so_end_before_start_is_empty(cores):
+    n = 0
+    data = ["only"]
+    assert list(compute.for_(0, n - 1, lambda i: data[i]).localExec(cores)) == []
+    assert list(compute.for_(2, 5, lambda i: i).localExec(cores)) == [2, 3, 4, 5]
+    assert list(compute.for_(0.5, 0.25, lambda i: i).localExec(cores)) == []
+    # a range object or dict without a step keeps counting down, and form 2a keeps its step
+    assert list(compute.for_({"start": 3, "end": 1}, lambda i: i).localExec(cores)) == [3, 2, 1]
+    assert list(compute.for_(RangeObject(3, 1), lambda i: i).localExec(cores)) == [3, 2, 1]
+    assert list(compute.for_(3, 1, -1, lambda i: i).localExec(cores)) == [3, 2, 1]
+    with pytest.raises(ERANGE):
+        compute.for_(3, 1, 1, lambda i: i)
+
+
+def test_help_of_compute_for_documents_every_form():
+    doc = compute.for_.__doc__
+    for form in ("range_object", "start, end, step", "start, end, work", "multi-range",
+                 "sparse", "iterable", "distribution", "end < start is empty"):
+        assert form in doc, form

@@ -305,3 +305,52 @@ def test_sandbox_names_are_importable_and_logging_becomes_console():
     job.on("console", events.append)
     assert job.localExec(2) == ["visible"]
     assert [(ev.level, ev.message) for ev in events] == [("warn", "warned 1")]
+
+
+@pytest.mark.parametrize("cores", [0, 2])
+def test_np_array_of_results_is_a_writable_copy_and_asarray_a_view(cores):
+    results = compute.for_(1, 3, lambda i: i * 1.5).localExec(cores)
+    copied = np.array(results)
+    copied[0] = -1
+    assert copied.flags.writeable and results[0] == 1.5
+    view = np.asarray(results)
+    assert not view.flags.writeable and np.shares_memory(view, np.asarray(results))
+    assert np.asarray(results, dtype=np.float32).dtype == np.float32
+    with pytest.raises(ValueError):
+        np.array(compute.for_(1, 2, lambda i: str(i)).localExec(cores), copy=False)
+
+
+@pytest.mark.parametrize("cores", [0, 2])
+@pytest.mark.parametrize("work", [lambda i: (i, -i), lambda i: np.arange(3) + i, lambda i: [i, i, i]])
+def test_asarray_of_results_has_the_shape_of_asarray_of_their_list(cores, work):
+    results = compute.for_(0, 4, work).localExec(cores)
+    as_array, as_list = np.asarray(results), np.asarray(list(results))
+    assert as_array.shape == as_list.shape and as_array.dtype == as_list.dtype
+    assert np.array_equal(as_array, as_list)
+
+
+@pytest.mark.parametrize("name,value,error", [
+    ("maxAttempts", "3", ETYPE), ("maxAttempts", 0, EINVAL), ("maxAttempts", True, ETYPE),
+    ("errorLimit", -1, EINVAL), ("errorLimit", 1.5, ETYPE),
+    ("progressTimeout", float("nan"), EINVAL), ("progressTimeout", float("inf"), EINVAL),
+    ("sliceTimeout", -2, EINVAL), ("sliceTimeout", "5", ETYPE), ("sliceTimeout", True, ETYPE),
+    ("maxResultBytes", 0, EINVAL), ("maxResultBytes", 1e6, ETYPE),
+])
+def test_job_options_are_validated_before_any_process_starts(name, value, error):
+    job = compute.for_(0, 3, lambda i: i)
+    setattr(job, name, value)
+    for cores in (0, 2):
+        with pytest.raises(error, match=name):
+            job.localExec(cores)
+    assert job.status.runStatus == "new"
+
+
+def test_an_input_set_too_large_to_hold_its_results_is_a_typed_error():
+    with pytest.raises(ERANGE, match="slices"):
+        compute.for_(0, 10 ** 18, lambda i: i).localExec(2)
+
+
+def test_a_work_source_with_a_syntax_error_fails_before_any_process_starts():
+    with pytest.raises(EINVAL, match="does not compile"):
+        compute.for_(0, 3, "def f(x):\n    return x +\n")
+    assert compute.for_(0, 2, "lambda x: x * 2").localExec(2) == [0, 2, 4]
