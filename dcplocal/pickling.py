@@ -66,13 +66,29 @@ def _lru_cached(fn: Callable[..., Any], maxsize: Optional[int], typed: bool) -> 
     return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
 
 
+def _with_attributes(cls: type, attributes: dict) -> Any:
+    """An instance of ``cls`` made without ``__init__``, its attributes set one by one (which
+    fills slots and ``__dict__`` alike)."""
+    obj = cls.__new__(cls)
+    for name, value in attributes.items():
+        setattr(obj, name, value)
+    return obj
+
+
 class _ByValuePickler(cloudpickle.Pickler):
-    """cloudpickle, plus script-defined ``lru_cache`` wrappers by value."""
+    """cloudpickle, plus script-defined ``lru_cache`` wrappers by value, and instances of a
+    by-value class with ``__slots__`` as plain attributes: the copy cloudpickle rebuilds of
+    such a class keeps its instances in a ``__dict__``, whose state the original class, with
+    real slots, would refuse on the way back."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, functools._lru_cache_wrapper) and _not_importable(obj):
-            params = obj.cache_parameters()  # type: ignore[attr-defined]
+        cls = type(obj)
+        if cls is functools._lru_cache_wrapper and _not_importable(obj):
+            params = obj.cache_parameters()
             return _lru_cached, (obj.__wrapped__, params["maxsize"], params["typed"])
+        if ("__slots__" in getattr(cls, "__dict__", ()) and hasattr(obj, "__dict__")
+                and _not_importable(cls)):
+            return _with_attributes, (cls, dict(obj.__dict__))
         return super().reducer_override(obj)
 
 

@@ -26,6 +26,16 @@ class Pair(typing.NamedTuple):
     b: str
 
 
+class Slotted:
+    __slots__ = ("a",)
+
+    def __init__(self, a):
+        self.a = a
+
+    def __eq__(self, other):
+        return type(other) is Slotted and other.a == self.a
+
+
 class ModelDiverged(Exception):
     pass
 
@@ -71,6 +81,8 @@ def main():
         pairs = run(1, 2, lambda i: Pair(i, str(i)))
         check(f"namedtuple result {tag}", pairs == [Pair(1, "1"), Pair(2, "2")]
               and all(type(p) is Pair for p in pairs))
+        check(f"__slots__ class both ways {tag}",
+              run([Slotted(1), Slotted(2)], lambda s: Slotted(s.a * 10)) == [Slotted(10), Slotted(20)])
         check(f"dataclass input {tag}", run([Point(1, 2), Point(3, 4)], lambda p: p.x + p.y) == [3, 7])
         check(f"enum input {tag}", run([Color.BLUE], lambda c: c is Color.BLUE) == [True])
         check(f"function input {tag}", run([square, abs], lambda f: f(-3)) == [9, 3])
