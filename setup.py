@@ -16,6 +16,7 @@ setup(
         "numpy>=1.24",
         "numba>=0.58",
         "pyzmq>=25",
+        "tqdm>=4.60",
         "uvloop>=0.17; sys_platform != 'win32'",
     ],
     extras_require={

@@ -251,6 +251,11 @@ class ArenaMaps:
         # (the garbage collector freeing another region's array), on the same thread.
         self._lock = threading.RLock()
         self._on_release = on_release
+        self._live = 0
+
+    def held(self) -> int:
+        """How many regions the client holds views of now (resolved, not yet released)."""
+        return self._live
 
     def map(self, worker: bytes, pid: int, seg_id: int, fd: int) -> None:
         """Map a worker's new segment; raises OSError if it cannot be opened."""
@@ -271,10 +276,13 @@ class ArenaMaps:
         # Views of ``owner`` keep it as their base (numpy stops collapsing bases at the mmap),
         # so this runs only when the last array over the region is gone.
         weakref.finalize(owner, self._release, worker, seg_id, offset).atexit = False
+        with self._lock:
+            self._live += 1
         return owner
 
     def _release(self, worker: bytes, seg_id: int, offset: int) -> None:
         with self._lock:
+            self._live -= 1
             first = not self._releases
             self._releases.append((worker, seg_id, offset))
         if first:

@@ -2,18 +2,19 @@
 
 Listeners run on the thread that calls ``emit`` — for jobs that is always the caller's thread
 (the one waiting in ``exec``/``localExec``), never the broker's. A listener that raises is
-reported with its traceback on stderr and the others still run: a buggy listener must not corrupt
+reported with its traceback on the "dcplocal" logger and the others still run: a buggy listener must not corrupt
 the job.
 
 Must not know: jobs, sockets, processes.
 """
 from __future__ import annotations
 
-import sys
-import traceback
+import logging
 from typing import Any, Callable, Dict, FrozenSet, List, Optional
 
 from .errors import EINVAL, ETYPE
+
+_log = logging.getLogger("dcplocal")
 
 Listener = Callable[..., Any]
 
@@ -105,6 +106,5 @@ class EventEmitter:
             try:
                 listener(*args)
             except Exception:  # noqa: BLE001 - reported, never allowed to break the job
-                print(f"dcplocal: exception in {name!r} listener {listener!r}:", file=sys.stderr)
-                traceback.print_exc()
+                _log.exception("exception in %r listener %r", name, listener)
         return True

@@ -10,6 +10,7 @@ Must not know: sockets, processes, the scheduler's policy.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import numbers
@@ -28,6 +29,8 @@ from .events import EventEmitter, Payload
 from .inputs import InputSpec
 from .jobinputs import DataInput
 from .notices import NoticeHandling
+from .progress import JobProgress
+from .progress import wanted as wanted_progress
 from .requirements import validate_requirements
 from .results import ResultHandle, ResultStore
 from .runtime import JobLink, LocalRuntime, default_runtime
@@ -191,6 +194,7 @@ class Job(EventEmitter, NoticeHandling):
         self._store: Optional[ResultStore] = None
         self._first_error: Optional[BaseException] = None
         self._over_limit = False
+        self._progress: Optional[JobProgress] = None
         self._cpu_seconds = 0.0
 
     @property
@@ -202,15 +206,38 @@ class Job(EventEmitter, NoticeHandling):
     # ---- public methods ---------------------------------------------------------------------
 
     def exec(self, slicePaymentOffer: Any = None, paymentAccountKeystore: Any = None,
-             initialSliceProfile: Any = None) -> ResultHandle:
-        """Deploy on ``job.scheduler`` (default: the embedded local runtime); block until done."""
-        self._take_exec_args(slicePaymentOffer, paymentAccountKeystore, initialSliceProfile)
-        return self._run_on(self.scheduler or default_runtime(), None)
+             initialSliceProfile: Any = None, *, progress: Optional[bool] = None) -> ResultHandle:
+        """Deploy on ``job.scheduler`` (default: the embedded local runtime) and block until the
+        job ends; returns its results (raises its error: see ``localExec``).
 
-    def localExec(self, cores: Any = None, *exec_args: Any) -> ResultHandle:
-        """Run on this machine: ``cores`` worker processes (None = all cores; 0/False = in this
-        process, serially, so a debugger stops in the work function). Returns the results.
-        Further arguments are exec's (slicePaymentOffer, paymentAccountKeystore, …)."""
+        Example::
+
+            with dcplocal.LocalRuntime(workers=4) as runtime:
+                job.scheduler = runtime
+                results = job.exec()
+        """
+        self._take_exec_args(slicePaymentOffer, paymentAccountKeystore, initialSliceProfile)
+        show = wanted_progress(progress)
+        return self._run_on(self.scheduler or default_runtime(), None, show)
+
+    def localExec(self, cores: Any = None, *exec_args: Any,
+                  progress: Optional[bool] = None) -> ResultHandle:
+        """Run on this machine and block until the job ends; returns its `ResultHandle`.
+
+        ``cores``: worker processes (None = the CPUs this process may use); ``0`` or ``False``
+        runs in this process, serially, so a debugger stops in the work function, with the
+        same pickling the workers use. Further arguments are exec's (slicePaymentOffer,
+        paymentAccountKeystore, initialSliceProfile). ``progress``: a progress bar (default:
+        when stderr is a terminal or a notebook and the job runs over a second;
+        ``DCPLOCAL_PROGRESS=0/1`` decides too).
+
+        The first failed slice fails the job (``job.errorLimit`` tolerates more): its exception
+        is raised with its own type, the results so far stay in ``job.results``.
+
+        Example::
+
+            results = compute.for_(1, 3, lambda i: i * 10).localExec(2)   # [10, 20, 30]
+        """
         if isinstance(cores, bool):
             if cores:
                 raise ETYPE("localExec(True) is ambiguous: pass a number of cores, None or False")
@@ -222,9 +249,11 @@ class Job(EventEmitter, NoticeHandling):
             raise ETYPE(f"localExec(cores, slicePaymentOffer, paymentAccountKeystore, "
                         f"initialSliceProfile): got {1 + len(exec_args)} arguments")
         self._take_exec_args(*exec_args)
+        show = wanted_progress(progress)
         if cores is False or cores == 0:
-            return self._run_in_process()
-        return self._run_on(self.scheduler or default_runtime(), int(cores or os.cpu_count() or 1))
+            return self._run_in_process(show)
+        return self._run_on(self.scheduler or default_runtime(), int(cores or os.cpu_count() or 1),
+                            show)
 
     def _take_exec_args(self, offer: Any = None, keystore: Any = None, profile: Any = None) -> None:
         if offer is not None:
@@ -322,7 +351,7 @@ class Job(EventEmitter, NoticeHandling):
                    "max_result_bytes": self.maxResultBytes,
                    # what the workers import and open must be what this process would (warm
                    # workers started before a sys.path change or a chdir included)
-                   "sys_path": list(sys.path), "cwd": os.getcwd()}
+                   "sys_path": list(sys.path), "cwd": os.getcwd(), "log_level": _lowest_log_level()}
         return Submission(info, [work_blob, args_blob, *spec_frames], options)
 
     def _begin(self) -> None:
@@ -360,7 +389,20 @@ class Job(EventEmitter, NoticeHandling):
 
     # ---- running on a runtime -----------------------------------------------------------------
 
-    def _run_on(self, runtime: LocalRuntime, cores: Optional[int]) -> ResultHandle:
+    @contextlib.contextmanager
+    def _progress_bar(self, show: bool) -> Iterator[None]:
+        if not show:
+            yield
+            return
+        self._progress = JobProgress(self.status.total, self.public.get("name") or "")
+        try:
+            yield
+        finally:
+            progress, self._progress = self._progress, None
+            progress.update(self._store.computed, len(self._store.errors), self.status.total)
+            progress.close()
+
+    def _run_on(self, runtime: LocalRuntime, cores: Optional[int], show: bool = False) -> ResultHandle:
         if not isinstance(runtime, LocalRuntime):
             raise ETYPE(f"job.scheduler must be a dcplocal.LocalRuntime (remote schedulers are not "
                         f"supported yet), not {type(runtime).__name__}")
@@ -379,7 +421,8 @@ class Job(EventEmitter, NoticeHandling):
         self.emit("accepted", Payload(job=self))
         self._set_run_status("running")
         try:
-            outcome = self._drive(self._link)
+            with self._progress_bar(show):
+                outcome = self._drive(self._link)
         except BaseException as exc:  # noqa: B902 - Ctrl-C too: the job must end, then re-raise
             self._abandon(self._link, exc)
             raise
@@ -493,7 +536,7 @@ class Job(EventEmitter, NoticeHandling):
 
     # ---- in-process -------------------------------------------------------------------------
 
-    def _run_in_process(self) -> ResultHandle:
+    def _run_in_process(self, show: bool = False) -> ResultHandle:
         """``localExec(0)``: the workers' code in this process, serially. What crosses a process
         boundary for them (work function, arguments, inputs, results, errors, events) goes
         through the same pickling here, so a program that fails on workers fails here too."""
@@ -504,7 +547,8 @@ class Job(EventEmitter, NoticeHandling):
         self.emit("accepted", Payload(job=self))
         self._set_run_status("running")
         try:
-            outcome = self._run_batches_here(fn, args)
+            with self._progress_bar(show):
+                outcome = self._run_batches_here(fn, args)
         except BaseException as exc:  # noqa: B902 - the job ends, then the error goes on
             interrupted = isinstance(exc, KeyboardInterrupt)
             self._set_run_status("cancelled" if interrupted else "failed")
@@ -543,6 +587,17 @@ class Job(EventEmitter, NoticeHandling):
             self._data.restart()
             for first, items in self._data.batches(IN_PROCESS_BATCH):
                 yield first, len(items), codec.unpack_inputs(codec.pack_inputs(items, first), 0, len(items))
+
+
+def _lowest_log_level() -> int:
+    """The lowest level any logger of this process would handle: the workers send no record
+    below it."""
+    import logging
+
+    levels = [logging.getLogger().getEffectiveLevel()]
+    levels += [logger.level for logger in list(logging.Logger.manager.loggerDict.values())
+               if isinstance(logger, logging.Logger) and logger.level]
+    return min(levels)
 
 
 def _check_whole(name: str, value: Any, least: int) -> None:

@@ -10,7 +10,9 @@ Must not know: sockets, the runtime, how tasks were scheduled.
 """
 from __future__ import annotations
 
+import logging
 import sys
+import time
 import traceback
 from typing import Any, Dict, List, Optional
 
@@ -21,7 +23,9 @@ from .events import Payload
 
 class NoticeHandling:
     """Mixin of `Job`: relies on its ``emit``, ``id``, ``results``, ``status``, ``_store``,
-    ``_first_error`` and ``_cpu_seconds``."""
+    ``_first_error``, ``_progress`` and ``_cpu_seconds``."""
+
+    _progress: Any
 
     def _emit_result(self, index: int, task_id: Optional[int] = None) -> None:
         self.emit("result", Payload(job=self.id, address=self.id, task=task_id, sliceNumber=index + 1,
@@ -49,6 +53,8 @@ class NoticeHandling:
             index = description["slice"]
             self._slice_error(index, self._restore_error(description), description["stack"])
         self._emit_results(msg)
+        if self._progress is not None:
+            self._progress.update(self._store.computed, len(self._store.errors), self._store.total)
 
     def _restore_error(self, description: Dict[str, Any]) -> BaseException:
         error: Optional[BaseException] = None
@@ -105,6 +111,9 @@ class NoticeHandling:
                 return
             self.work.emit(msg.name, value)
             return
+        if msg.logger:
+            self._log(msg)
+            return
         if msg.same:
             payload = Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,
                               sliceNumber=msg.slice_index + 1, same=msg.same)
@@ -112,7 +121,35 @@ class NoticeHandling:
             payload = Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,
                               sliceNumber=msg.slice_index + 1, level=msg.level, message=msg.message)
         if not self.emit("console", payload):
-            _print_console(payload)
+            self._print_console(payload)
+
+    def _log(self, msg: protocol.Console) -> None:
+        """A work function's logging record: handled by this process's logger of the same name
+        (with ``slice``, 1-based, and ``job`` attributes), and a console event for listeners."""
+        logger = logging.getLogger(msg.logger)
+        if logger.isEnabledFor(msg.levelno):
+            pathname, lineno, func, created = msg.origin or ("", 0, "", time.time())
+            record = logger.makeRecord(msg.logger, msg.levelno, pathname, lineno, msg.message,
+                                       None, None, func, {"slice": msg.slice_index + 1,
+                                                          "job": self.id})
+            record.created, record.msecs = created, (created % 1) * 1000
+            logger.handle(record)
+        if self.listenerCount("console"):
+            self.emit("console", Payload(address=self.id, job=self.id, sliceIndex=msg.slice_index,
+                                         sliceNumber=msg.slice_index + 1, level=msg.level,
+                                         message=msg.message, logger=msg.logger))
+
+    def _print_console(self, payload: Payload) -> None:
+        """Console output nobody listens to goes to the terminal, above the progress bar."""
+        stream = sys.stderr if payload.get("level") in ("warn", "error") else sys.stdout
+        if "same" in payload:
+            text = f"[slice {payload.sliceNumber}] (same message repeated {payload.same} more times)"
+        else:
+            text = f"[slice {payload.sliceNumber}] {payload.message}"
+        if self._progress is not None:
+            self._progress.write(text, stream)
+        else:
+            print(text, file=stream)
 
     def _emit_results(self, done: protocol.TaskDone) -> None:
         if self.listenerCount("result"):  # per-slice events cost nothing unless listened to
@@ -126,9 +163,3 @@ def format_exception(exc: BaseException) -> List[str]:
     return traceback.format_exception(type(exc), exc, exc.__traceback__)
 
 
-def _print_console(payload: Payload) -> None:
-    stream = sys.stderr if payload.get("level") in ("warn", "error") else sys.stdout
-    if "same" in payload:
-        print(f"[slice {payload.sliceNumber}] (same message repeated {payload.same} more times)", file=stream)
-    else:
-        print(f"[slice {payload.sliceNumber}] {payload.message}", file=stream)

@@ -17,7 +17,7 @@ Who sends what (ROUTER in the broker, one DEALER per worker)::
     worker -> broker   InputsReleased the worker no longer reads these regions of the client's arena
     worker -> broker   SegmentsClosed the worker closed these idle arena segments
     worker -> broker   Heartbeat      from the worker's watchdog thread while a Task runs
-    worker -> broker   Console        print/logging/console.* from a work function
+    worker -> broker   Console        print/console.* from a work function, and its logging records
     worker -> broker   WorkEvent      work.emit(name, value)                  [+ pickled value frame]
     broker -> worker   DropJob        the job ended; forget its work function
     broker -> worker   Stop           exit cleanly
@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 _REGISTRY: Dict[str, Type["Message"]] = {}
 
@@ -187,7 +187,10 @@ class Heartbeat(Message):
 @register
 @dataclass(frozen=True)
 class Console(Message):
-    """A console event. ``same`` > 0 is the spec's dedupe counter message (message is then '')."""
+    """A console event. ``same`` > 0 is the spec's dedupe counter message (message is then '').
+
+    A record of the work function's ``logging`` is one too, with its ``logger`` name, numeric
+    ``levelno`` and ``origin`` (pathname, lineno, funcName, created), for the client's logging."""
 
     OP: ClassVar[str] = "C"
     job_id: str
@@ -195,6 +198,9 @@ class Console(Message):
     level: str
     message: str
     same: int = 0
+    logger: str = ""
+    levelno: int = 0
+    origin: Tuple[Any, ...] = ()
 
 
 @register

@@ -161,20 +161,51 @@ class _ConsoleStream(io.TextIOBase):
             console._emit(self.level, line)
 
 
-class _ConsoleLogHandler(logging.Handler):
+class _LogForwarder(logging.Handler):
+    """A worker's root handler: each record goes to the client, whose own ``logging`` handles it
+    under the same logger name and level, with the slice that logged it."""
+
     def emit(self, record: logging.LogRecord) -> None:
+        run = _running
+        if run.emit is None:
+            return
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+        except Exception:  # noqa: BLE001 - a bad format string is logging's own complaint
+            message = str(record.msg)
         level = next((name for floor, name in _LOG_LEVELS if record.levelno >= floor), "debug")
-        console._emit(level, self.format(record))
+        run.emit(protocol.Console(run.job_id, run.slice_index, level, message, 0, record.name,
+                                  record.levelno, (record.pathname, record.lineno,
+                                                   record.funcName, record.created)))
+
+
+def _tag_records_with_the_slice(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    """In-process, a work function's records reach this process's logging directly: a record
+    factory adds the ``slice`` (1-based) and ``job`` attributes the workers' records carry."""
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        if _running.emit is not None:
+            record.slice, record.job = _running.slice_index + 1, _running.job_id
+        return record
+    return make
 
 
 class SandboxEnvironment:
-    """Context manager that installs the sandbox globals and console capture for a batch run."""
+    """Context manager that installs the sandbox globals and console capture for a batch run.
 
-    def __init__(self, capture_output: bool = True) -> None:
-        self.capture_output = capture_output
+    ``capture_output``: ``print`` becomes console events. ``forward_logging``: logging records
+    are sent to the client (in a worker); otherwise they stay in this process, tagged with the
+    slice (``localExec(0)``).
+    """
+
+    def __init__(self, capture_output: bool = True, forward_logging: bool = False) -> None:
+        self.capture_output, self.forward_logging = capture_output, forward_logging
         self._saved: Dict[str, Any] = {}
         self._streams: Tuple[Any, Any] = (None, None)
-        self._handler = _ConsoleLogHandler()
+        self._handler = _LogForwarder()
+        self._factory: Any = None
 
     def __enter__(self) -> "SandboxEnvironment":
         for name in _GLOBAL_NAMES:
@@ -183,7 +214,11 @@ class SandboxEnvironment:
         if self.capture_output:
             self._streams = (sys.stdout, sys.stderr)
             sys.stdout, sys.stderr = _ConsoleStream("log"), _ConsoleStream("error")
+        if self.forward_logging:
             logging.getLogger().addHandler(self._handler)
+        else:
+            self._factory = logging.getLogRecordFactory()
+            logging.setLogRecordFactory(_tag_records_with_the_slice(self._factory))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -191,7 +226,10 @@ class SandboxEnvironment:
             sys.stdout.flush()
             sys.stderr.flush()
             sys.stdout, sys.stderr = self._streams
+        if self.forward_logging:
             logging.getLogger().removeHandler(self._handler)
+        else:
+            logging.setLogRecordFactory(self._factory)
         for name, value in self._saved.items():
             if value is _MISSING:
                 delattr(builtins, name)

@@ -33,6 +33,7 @@ import argparse
 import collections
 import ctypes
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -130,14 +131,17 @@ class _LoadedJob:
 
 
 def _adopt_client_world(options: Dict[str, Any]) -> None:
-    """Take the client's import path and working directory of the job's submission: a warm
-    worker started before the client changed them must import and open what the client can."""
+    """Take the client's import path, working directory and logging level of the job's
+    submission: a warm worker started before the client changed them must import and open what
+    the client can, and log what it would."""
     cwd = options.get("cwd")
     if cwd and cwd != os.getcwd():
         try:
             os.chdir(cwd)
         except OSError:  # gone or forbidden here: the work function will say what it misses
             pass
+    # records below the client's lowest level would be dropped there: do not even send them
+    logging.getLogger().setLevel(options.get("log_level", logging.WARNING))
     path = options.get("sys_path")
     if path is not None and sys.path[:len(path)] != path:
         sys.path[:] = [*path, *(entry for entry in sys.path if entry not in path)]
@@ -225,7 +229,7 @@ class Worker:
 
     def serve(self) -> None:
         self.send(protocol.Ready(os.getpid(), self.maps_inputs, self.reads_inputs))
-        with SandboxEnvironment(capture_output=True):
+        with SandboxEnvironment(capture_output=True, forward_logging=True):
             while True:
                 self._close_idle_segments()
                 if self.inputs_released:

@@ -180,11 +180,12 @@ def test_exception_with_an_unpicklable_attribute_keeps_its_type_and_the_other_at
         assert any("handle" in note for note in caught.value.__notes__)
 
 
-def test_listener_errors_are_reported_and_do_not_break_the_job(capsys):
+def test_listener_errors_are_reported_and_do_not_break_the_job(caplog):
     job = compute.for_(1, 3, lambda x: x)
     job.on("result", lambda ev: 1 / 0)
     assert job.localExec(2) == [1, 2, 3]
-    assert "ZeroDivisionError" in capsys.readouterr().err
+    reports = [r for r in caplog.records if r.name == "dcplocal" and r.levelname == "ERROR"]
+    assert len(reports) == 3 and "ZeroDivisionError" in caplog.text and "'result' listener" in caplog.text
 
 
 def test_emitter_synonyms_once_off_decorator_and_unknown_names():
