@@ -25,6 +25,7 @@ from . import codec, protocol
 from .broker import Submission
 from .errors import EINVAL, EPERM, ETOOMANYERRORS, ETYPE, JobCancelledError, SliceError
 from .events import EventEmitter, Payload
+from .hostcpus import default_workers
 from .inputs import InputSpec
 from .jobinputs import DataInput
 from .notices import NoticeHandling, format_exception
@@ -136,7 +137,7 @@ class Job(EventEmitter, NoticeHandling):
         self._take_exec_args(*exec_args)
         if cores is False or cores == 0:
             return self._run_in_process()
-        return self._run_on(self.scheduler or default_runtime(), int(cores or os.cpu_count() or 1))
+        return self._run_on(self.scheduler or default_runtime(), int(cores or default_workers().cpus))
 
     def _take_exec_args(self, offer: Any = None, keystore: Any = None, profile: Any = None) -> None:
         if offer is not None:
