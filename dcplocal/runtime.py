@@ -13,21 +13,22 @@ Must not know: the Job handle, results, events — it moves submissions and fram
 """
 from __future__ import annotations
 
-import asyncio
-import atexit
-import numbers
-import queue
 import sys
-import tempfile
-import threading
-from typing import Any, List, Optional
 
 from .errors import EINVAL, ETYPE, EUNMET, RuntimeBrokenError
 
-if sys.platform == "win32":  # before anything below reaches for fork-era POSIX calls
+if sys.platform == "win32":  # first: asyncio, zmq and the POSIX calls below fail obscurely there
     raise EUNMET(f"dcplocal's local runtime supports Linux (and, with fallbacks, other "
-                       f"POSIX systems); this is {sys.platform!r}. Run it under WSL2 or in a "
-                       f"Linux container.")
+                 f"POSIX systems); this is {sys.platform!r}. Run it under WSL2 or in a "
+                 f"Linux container.")
+
+import asyncio  # noqa: E402
+import atexit  # noqa: E402
+import numbers  # noqa: E402
+import queue  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from typing import Any, List, Optional  # noqa: E402
 
 import zmq  # noqa: E402
 
