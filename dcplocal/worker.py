@@ -30,21 +30,19 @@ own process group so the supervisor (and the client's reaper, should the client 
 together with any children its work function started, and so a Ctrl-C at the terminal reaches
 the client only. Children a task leaves running are killed and reaped when the task ends.
 
-Imports: protocol, codec, arena, remote, sandbox, inputs (worker side only) — never the user API.
+Imports: protocol, codec, arena, remote, sandbox, inputs, peerauth, workerproc (worker side only)
+— never the user API.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
-import json
 import os
 import signal
 import sys
 import threading
 import time
-from typing import (Any, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence,
-                    Tuple)
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cloudpickle
 
@@ -58,62 +56,9 @@ from .remote import read as read_remote
 from . import inputs  # noqa: F401
 from .errors import ERESULTTOOBIG
 from .peerauth import HandshakeError, plain_client, wait_for_handshake
+from .workerproc import EXIT_NO_BROKER, Credentials, die_with_parent, reap_children
 from .sandbox import SandboxEnvironment, _running, describe_error, load_work, run_batch
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-#: exit code of a worker that could not reach the broker (refused, or nobody there)
-EXIT_NO_BROKER = 3
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Die with the client, whatever state this process is in.
-
-    PR_SET_PDEATHSIG = SIGKILL: the kernel kills us when the client's thread that started us
-    exits, however it exits (kill -9 included). No Python code of ours has to run for that, so
-    it works when a work function ignores SIGTERM, holds the GIL in a long C call, or when we
-    are stopped (SIGKILL wakes a stopped process to die). The work function's own children are
-    killed by the client's reaper process (reaper.py) and, between tasks, by `_reap_children`.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            # orphans of the work function's children become ours, for _reap_children
-            libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if parent_pid and os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _children() -> List[int]:
-    """Our live child processes (any thread's), from /proc; [] where /proc cannot say."""
-    found: List[int] = []
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children") as f:
-                found += map(int, f.read().split())
-    except OSError:
-        pass
-    return found
-
-
-def _reap_children() -> None:
-    """Kill and reap every process a task's work function started and left running.
-
-    As a subreaper we inherit their orphans too, so repeat until none is left (bounded: a fork
-    bomb is not our problem to win, only to not hang on)."""
-    for _ in range(8):
-        children = _children()
-        if not children:
-            return
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
 
 
 def _limit_memory(limit: int) -> None:
@@ -216,26 +161,6 @@ class _Heartbeat(threading.Thread):
                                       _running.progress_value, seen_calls)
             self.socket.send(codec.encode(beat))
             time.sleep(self.interval)
-
-
-class Credentials(NamedTuple):
-    """What the supervisor hands a worker through its bootstrap pipe (never argv/environment)."""
-
-    address: str
-    user: str
-    token: str
-    connect_timeout: float = 30.0
-
-    @classmethod
-    def read(cls, fd: int) -> "Credentials":
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(fd)
-        return cls(**json.loads(b"".join(chunks)))
 
 
 class Worker:
@@ -402,7 +327,7 @@ class Worker:
                 _drop_tracebacks(failure)
             return self._reply(task, job, results, errors, started)
         finally:
-            _reap_children()
+            reap_children()
             if self.heartbeat is not None:
                 self.heartbeat.watch(0, 0)
             for segment_id, _fd, offset, _nbytes in self.unmapped_inputs.values():
@@ -450,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         os.setpgid(0, 0)  # already done by the supervisor (new session); for manual starts
     except OSError:
         pass
-    _die_with_parent(opts.parent)
+    die_with_parent(opts.parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
     if opts.memory_limit:
         _limit_memory(opts.memory_limit)
