@@ -83,6 +83,10 @@ def reap_children() -> None:
 
     As a subreaper we inherit their orphans too, so repeat until none is left (bounded: a fork
     bomb is not our problem to win, only to not hang on)."""
+    try:
+        os.waitpid(-1, os.WNOHANG)  # ~1 us: the usual answer is "no children at all"
+    except ChildProcessError:
+        return
     for _ in range(8):
         children = _children()
         if not children:
