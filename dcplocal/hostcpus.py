@@ -162,8 +162,10 @@ def max_workers(env: Optional[Mapping[str, str]] = None) -> Limit:
     return Limit(CAP_FACTOR * allowed.cpus, f"{CAP_FACTOR} x {allowed.cpus} allowed CPUs")
 
 
-def check_workers(requested: int, cap: int, allowed: int, warned: List[bool]) -> None:
-    """Refuse a worker count above ``cap``; warn once (per ``warned`` flag) above ``allowed``."""
+def check_workers(requested: int, cap: int, allowed: int, warned: List[bool],
+                  stacklevel: int = 3) -> None:
+    """Refuse a worker count above ``cap``; warn once (per ``warned`` flag) above ``allowed``;
+    ``stacklevel`` as `warnings.warn`'s, counted from the caller (so the user's line is named)."""
     if requested > cap:
         raise EINVAL(f"{requested} workers asked for, more than the cap of {cap} (this process "
                      f"may use {allowed} CPUs; raise the cap with DCPLOCAL_MAX_WORKERS or "
@@ -172,7 +174,7 @@ def check_workers(requested: int, cap: int, allowed: int, warned: List[bool]) ->
         warned[0] = True
         warnings.warn(f"{requested} workers asked for, but this process may use only {allowed} "
                       f"CPUs; they will share them (dcplocal.info() says why)",
-                      OversubscriptionWarning, stacklevel=4)
+                      OversubscriptionWarning, stacklevel=stacklevel + 1)
 
 
 def thread_environment(env: Mapping[str, str], allowed: int, workers: int) -> Dict[str, str]:

@@ -108,7 +108,7 @@ class LocalRuntime:
         self.allowed_cpus = hostcpus.allowed_cpus().cpus
         self._warned = [False]
         hostcpus.check_workers(self.default_workers, self.max_workers, self.allowed_cpus,
-                               self._warned)
+                               self._warned, 2)
         _seconds("worker_idle_seconds", worker_idle_seconds)
         self.worker_idle_seconds = float(worker_idle_seconds)
         self.worker_args: List[str] = []
@@ -192,7 +192,8 @@ class LocalRuntime:
     def submit(self, submission: Submission, workers: Optional[int] = None) -> JobLink:
         workers = workers or self.default_workers
         # refused before anything starts: 10,000 workers is a typo, not a plan
-        hostcpus.check_workers(workers, self.max_workers, self.allowed_cpus, self._warned)
+        # stacklevel 4: the user's line that called localExec (via Job._run_on)
+        hostcpus.check_workers(workers, self.max_workers, self.allowed_cpus, self._warned, 4)
         if self.broken is not None:  # the previous job saw RuntimeBrokenError: start afresh
             self.close()
         link = JobLink(self, submission.info.job_id)
