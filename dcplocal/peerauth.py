@@ -25,11 +25,14 @@ Must not know: messages, workers, jobs, event loops (the owner polls ``fd`` and 
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import zmq
+
+_log = logging.getLogger("dcplocal")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = "dcplocal"
@@ -92,6 +95,10 @@ class ZapHandler:
                 (time.monotonic(), mechanism.decode("ascii", "replace"), who,
                  address.decode("ascii", "replace"))]
             self._reply(request_id, b"400", b"not a peer of this runtime")
+            if self.refused <= 5 or self.refused % 100 == 0:  # a rogue may knock in a loop
+                _log.warning("refused a peer without this runtime's credentials (%s, user %r, "
+                             "%d refused so far)", mechanism.decode("ascii", "replace"), who,
+                             self.refused)
         else:
             self.accepted += 1
             self._reply(request_id, b"200", b"OK", user.encode())

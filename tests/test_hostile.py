@@ -125,7 +125,7 @@ def _rogue(address: str, user: str = "", token: str = "") -> zmq.Socket:
     return peer
 
 
-def test_a_peer_without_the_runtimes_credentials_gets_no_task_and_runs_nothing(tmp_path):
+def test_a_peer_without_the_runtimes_credentials_gets_no_task_and_runs_nothing(tmp_path, caplog):
     marker = str(tmp_path / "pwned")
     evil = pickle.dumps([_Payload(marker)])
     with dcplocal.LocalRuntime(workers=1) as rt:
@@ -150,6 +150,7 @@ def test_a_peer_without_the_runtimes_credentials_gets_no_task_and_runs_nothing(t
         refused = rt.query(lambda b: b.zap.refused)
     assert refused >= 2                               # the PLAIN ones reached the ZAP handler
     assert not os.path.exists(marker)
+    assert "refused a peer" in caplog.text and "mallory" in caplog.text
 
 
 def test_no_address_or_secret_on_a_workers_command_line_or_environment():
