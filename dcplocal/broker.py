@@ -36,6 +36,7 @@ from .arena import (ARENA_MIN_BYTES, IDLE_SECONDS, Arena, ArenaMaps, Placed, Reg
                     place_frames, placements, regions, restore_frames)
 from .errors import RuntimeBrokenError
 from .peerauth import PlainTokens, ZapHandler, plain_server
+from .poolsize import PoolSize
 from .remote import Probe, Remote, locate
 from .supervisor import Supervisor
 
@@ -119,13 +120,8 @@ class Broker:
                                      tokens=self.tokens)
         self.jobs: Dict[str, _Entry] = {}
         self.ready: set = set()
-        self.target_workers = 0
-        #: the warm pool: workers kept between jobs (at most the runtime's default count)
-        self.keep_workers, self.kept = keep_workers, 0
-        #: job id -> workers it asked for; workers above every demand retire when idle
-        self.demand: Dict[str, int] = {}
-        self.worker_idle_seconds = worker_idle_seconds
-        self._surplus_since: Optional[float] = None
+        #: how many workers to have: the warm pool, job demand, surplus retirement
+        self.pool = PoolSize(keep_workers, worker_idle_seconds)
         self.early_deaths = 0
         self.broken: Optional[BaseException] = None
         self.arena_maps = ArenaMaps(self._releases_queued)
@@ -139,11 +135,7 @@ class Broker:
 
         Up to the runtime's default count they stay warm for later jobs; those above it retire
         once no job has wanted them for ``worker_idle_seconds``."""
-        self.kept = max(self.kept, min(workers, self.keep_workers))
-        if job_id is not None:
-            self.demand[job_id] = workers
-        self.target_workers = max(self.target_workers, workers)
-        self.supervisor.pool_size = self.target_workers
+        self.supervisor.pool_size = self.pool.want(workers, job_id)
         self._guard(self._replenish)
 
     def submit(self, submission: Submission, sink: "queue.SimpleQueue[Any]") -> None:
@@ -381,25 +373,19 @@ class Broker:
         self._guard(step)
 
     def _replenish(self) -> None:
-        while len(self.supervisor) < self.target_workers:
+        while len(self.supervisor) < self.pool.target:
             self.supervisor.start()
 
     def _retire_surplus(self, now: float) -> None:
         """Stop idle workers above every running job's demand once the surplus has lasted
         ``worker_idle_seconds`` (after ``localExec(6)`` the pool goes back to its warm size)."""
-        for job_id in [j for j in self.demand if j not in self.jobs]:
-            del self.demand[job_id]
-        wanted = max([self.kept, *self.demand.values()])
-        surplus = len(self.supervisor) - wanted
-        if surplus <= 0:
-            self._surplus_since = None
+        # those told to stop earlier and not yet gone are not counted twice
+        stopping = self.scheduler.retiring.intersection(self.supervisor.children)
+        surplus = self.pool.surplus(self.jobs, len(self.supervisor) - len(stopping), now)
+        if not surplus:
             return
-        if self._surplus_since is None:
-            self._surplus_since = now
-        if now - self._surplus_since < self.worker_idle_seconds:
-            return
-        self.target_workers = self.supervisor.pool_size = wanted
-        idle = [w for w in self.scheduler.idle if w in self.ready and w not in self.scheduler.retiring]
+        self.supervisor.pool_size = self.pool.target
+        idle = [w for w in self.scheduler.idle if w in self.ready and w not in stopping]
         for identity in idle[:surplus]:
             self.scheduler.retire(identity)
             self._send(identity, protocol.Stop())

@@ -127,10 +127,13 @@ def test_more_workers_than_cpus_warns_once_and_the_surplus_retires():
             job = compute.for_(0, 20, lambda x: x)
             job.scheduler = rt
             assert job.localExec(allowed + 1) == list(range(21))
-        deadline = time.monotonic() + 20
+        deadline, sizes = time.monotonic() + 20, []
         while len(rt.worker_pids()) > 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+            sizes.append(rt.query(lambda b: len(b.supervisor) - len(
+                b.scheduler.retiring.intersection(b.supervisor.children))))
+            time.sleep(0.01)
         assert len(rt.worker_pids()) == 1       # back to the runtime's own size
+        assert min(sizes, default=1) >= 1       # never below it on the way (no over-retiring)
         job = compute.for_(0, 5, lambda x: -x)
         job.scheduler = rt
         assert job.exec() == [0, -1, -2, -3, -4, -5]
@@ -242,3 +245,21 @@ def test_two_runtimes_in_separate_pid_namespaces_sharing_a_tmpdir_both_keep_work
         first, second, pid = eval((tmp_path / f"{me}.out").read_text())
         assert first == [x * 2 for x in range(10)] and second == [x * 3 for x in range(10)]
     assert not [name for name in os.listdir(shared) if name.startswith("dcplocal-")]
+
+
+# ---- pool size (pure) -------------------------------------------------------------------------
+def test_the_pool_grows_at_once_and_shrinks_back_after_the_grace_period():
+    from dcplocal.poolsize import PoolSize
+
+    pool = PoolSize(keep=2, idle_seconds=10)
+    assert pool.want(1, "a") == 1 and pool.kept == 1
+    assert pool.want(6, "b") == 6 and pool.kept == 2      # warm up to the runtime's own count
+    assert pool.surplus({"a", "b"}, 6, now=0) == 0         # b still wants them
+    assert pool.surplus({"a"}, 6, now=1) == 0              # grace period starts
+    assert pool.surplus({"a"}, 6, now=10.9) == 0
+    assert pool.surplus({"a"}, 6, now=11) == 4 and pool.target == 2
+    assert pool.surplus(set(), 2, now=12) == 0             # back to the warm size: nothing more
+    assert pool.want(3, "c") == 3
+    assert pool.surplus({"c"}, 3, now=13) == 0
+    assert pool.surplus(set(), 3, now=14) == 0             # a new grace period, not the old one
+    assert pool.surplus(set(), 3, now=24) == 1
