@@ -17,12 +17,17 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from typing import List, NamedTuple
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 #: exit code of a worker that could not reach the broker (refused, or nobody there)
 EXIT_NO_BROKER = 3
+#: how often a worker without PR_SET_PDEATHSIG looks for its client (half the 2 s promise, less
+#: the reaper's share)
+_WATCH_SECONDS = 0.5
 
 
 class Credentials(NamedTuple):
@@ -54,16 +59,29 @@ def die_with_parent(parent_pid: int) -> None:
     are stopped (SIGKILL wakes a stopped process to die). The work function's own children are
     killed by the client's reaper process (reaper.py) and, between tasks, by `reap_children`.
     """
+    armed = False
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
             # orphans of the work function's children become ours, for reap_children
             libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         except (OSError, AttributeError):
             pass
     if parent_pid and os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+    if parent_pid and not armed:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="dcplocal-parent-watch",
+                         daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Where the kernel cannot kill us with the client (macOS): look every half second, and
+    take our process group down once the client is gone. Python code, so a work function
+    holding the GIL delays it; the client's reaper does not wait for us (reaper.py)."""
+    while os.getppid() == parent_pid:
+        time.sleep(_WATCH_SECONDS)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _children() -> List[int]:

@@ -248,3 +248,28 @@ def test_windows_gets_a_clear_error_at_import_of_the_runtime():
             "except Exception as exc:\n    print(type(exc).__name__, exc.code, exc)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "EUNMET" in done.stdout and "win32" in done.stdout and "Linux" in done.stdout
+
+
+_WATCHED = r"""
+import os, sys, threading, time
+from dcplocal import workerproc
+os.setpgid(0, 0)
+workerproc._WATCH_SECONDS = 0.05
+threading.Thread(target=workerproc._watch_parent, args=(os.getppid(),), daemon=True).start()
+print(os.getpid(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_without_pdeathsig_the_parent_watch_takes_the_worker_down():
+    # the fallback for kernels without PR_SET_PDEATHSIG (macOS): a middle process plays the client
+    middle = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         f"subprocess.Popen([sys.executable, '-c', {_WATCHED!r}], stdout=sys.stdout)\n"
+         "time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        watched = int(middle.stdout.readline())
+    finally:
+        middle.kill()
+        middle.wait()
+    assert _wait_for(lambda: _gone(watched), 10)
