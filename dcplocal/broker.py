@@ -31,10 +31,12 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import zmq
 
-from . import codec, protocol, scheduling
+from . import codec, features, protocol, scheduling
 from .arena import (ARENA_MIN_BYTES, IDLE_SECONDS, Arena, ArenaMaps, Placed, RegionHolds,
                     place_frames, placements, regions, restore_frames)
 from .errors import RuntimeBrokenError
+from .peerauth import PlainTokens, ZapHandler, plain_server
+from .poolsize import PoolSize
 from .remote import Probe, Remote, locate
 from .supervisor import Supervisor
 
@@ -43,6 +45,10 @@ TICK_SECONDS = 0.05
 #: Workers that die before saying Ready this many times in a row mean the runtime cannot start
 #: workers at all (bad interpreter, import error): fail loudly instead of respawning forever.
 MAX_EARLY_DEATHS = 3
+#: Workers above the runtime's warm size (a localExec(n) beyond it) retire after this long with
+#: no job wanting them: long enough for a script's next job to find them warm, short enough
+#: that a shared node gets its memory back.
+WORKER_IDLE_SECONDS = 10.0
 
 
 @dataclass
@@ -77,13 +83,21 @@ class _Entry:
 
 class Broker:
     def __init__(self, loop: Any, context: zmq.Context, address: str,
-                 worker_args: Sequence[str] = (), arena_idle_seconds: float = IDLE_SECONDS) -> None:
+                 worker_args: Sequence[str] = (), arena_idle_seconds: float = IDLE_SECONDS,
+                 keep_workers: int = 1, worker_idle_seconds: float = WORKER_IDLE_SECONDS) -> None:
         self.loop = loop
+        # Only workers this runtime started get in: each proves it with its own token in the
+        # PLAIN handshake, which the ZAP handler checks before the ROUTER sees a frame of it.
+        # The handler is bound first: a PLAIN server without one would let anyone in.
+        self.tokens = PlainTokens()
+        self.zap = ZapHandler(context, self.tokens)
+        loop.add_reader(self.zap.fd, self.zap.handle)
         self.router = context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         # A ROUTER drops what it cannot queue; a lost Release or SegmentMapped would leak a
         # region or hang a worker, and our queues are bounded by the scheduler anyway.
         self.router.setsockopt(zmq.SNDHWM, 0)
+        plain_server(self.router)
         self.router.bind(address)
         self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.scheduler = scheduling.Scheduler()
@@ -91,6 +105,7 @@ class Broker:
         # reads them itself; otherwise they are copied into this arena, for workers that may
         # open one of our memfds (the fd probe, by number).
         self.input_arena = Arena(lambda segment_id, fd: True, idle_seconds=arena_idle_seconds)
+        self.input_arena.enabled &= features.enabled("memfd")
         self.input_holds = RegionHolds(self.input_arena)
         self.maps_inputs: set = set()
         self._probe_fd = self._make_probe()
@@ -101,10 +116,12 @@ class Broker:
         self._memory_probe = Probe()
         worker_args = [*worker_args, "--parent-probe-fd", str(self._probe_fd),
                        *self._memory_probe.args()]
-        self.supervisor = Supervisor(self.address, loop, self._on_worker_exit, worker_args)
+        self.supervisor = Supervisor(self.address, loop, self._on_worker_exit, worker_args,
+                                     tokens=self.tokens)
         self.jobs: Dict[str, _Entry] = {}
         self.ready: set = set()
-        self.target_workers = 0
+        #: how many workers to have: the warm pool, job demand, surplus retirement
+        self.pool = PoolSize(keep_workers, worker_idle_seconds)
         self.early_deaths = 0
         self.broken: Optional[BaseException] = None
         self.arena_maps = ArenaMaps(self._releases_queued)
@@ -113,9 +130,12 @@ class Broker:
         self._ticker = loop.call_later(TICK_SECONDS, self._tick)
 
     # ---- calls marshalled from client threads -----------------------------------------------
-    def scale(self, workers: int) -> None:
-        """Keep at least ``workers`` worker processes alive."""
-        self.target_workers = max(self.target_workers, workers)
+    def scale(self, workers: int, job_id: Optional[str] = None) -> None:
+        """Have at least ``workers`` worker processes alive (for job ``job_id``, while it runs).
+
+        Up to the runtime's default count they stay warm for later jobs; those above it retire
+        once no job has wanted them for ``worker_idle_seconds``."""
+        self.supervisor.pool_size = self.pool.want(workers, job_id)
         self._guard(self._replenish)
 
     def submit(self, submission: Submission, sink: "queue.SimpleQueue[Any]") -> None:
@@ -166,6 +186,10 @@ class Broker:
 
     def worker_pids(self) -> List[int]:
         return [pid for pid in map(self.supervisor.pid, list(self.supervisor.children)) if pid]
+
+    def helper_pids(self) -> List[int]:
+        """Our processes that are not workers (the reaper)."""
+        return list(self.supervisor.helper_pids())
 
     # ---- the loop's own steps ---------------------------------------------------------------
     def _guard(self, step: Any) -> None:
@@ -349,11 +373,27 @@ class Broker:
         self._guard(step)
 
     def _replenish(self) -> None:
-        while len(self.supervisor) < self.target_workers:
+        while len(self.supervisor) < self.pool.target:
             self.supervisor.start()
+
+    def _retire_surplus(self, now: float) -> None:
+        """Stop idle workers above every running job's demand once the surplus has lasted
+        ``worker_idle_seconds`` (after ``localExec(6)`` the pool goes back to its warm size)."""
+        # those told to stop earlier and not yet gone are not counted twice
+        stopping = self.scheduler.retiring.intersection(self.supervisor.children)
+        surplus = self.pool.surplus(self.jobs, len(self.supervisor) - len(stopping), now)
+        if not surplus:
+            return
+        self.supervisor.pool_size = self.pool.target
+        idle = [w for w in self.scheduler.idle if w in self.ready and w not in stopping]
+        for identity in idle[:surplus]:
+            self.scheduler.retire(identity)
+            self._send(identity, protocol.Stop())
 
     def _tick(self) -> None:
         self.input_arena.close_idle()
+        self.zap.handle()  # a safety net for the edge-triggered FD, as _drain's below
+        self._guard(lambda: self._retire_surplus(time.monotonic()))
         if self.scheduler.busy:
             self._guard(lambda: self._perform(self.scheduler.tick(time.monotonic())))
         else:
@@ -368,6 +408,8 @@ class Broker:
         self.supervisor.shutdown(timeout=1.0)
         self.loop.remove_reader(self.router.getsockopt(zmq.FD))
         self.router.close(linger=0)
+        self.loop.remove_reader(self.zap.fd)
+        self.zap.close()
         self.arena_maps.clear()
         self.input_arena.close()  # workers' views keep their own mappings until they exit
         if self._probe_fd >= 0:

@@ -26,6 +26,7 @@ from . import codec, pickling, protocol
 from .broker import Submission
 from .errors import EINVAL, EPERM, ERANGE, ETOOMANYERRORS, ETYPE, JobCancelledError
 from .events import EventEmitter, Payload
+from .hostcpus import default_workers
 from .inputs import InputSpec
 from .jobinputs import DataInput
 from .notices import NoticeHandling
@@ -252,8 +253,8 @@ class Job(EventEmitter, NoticeHandling):
         show = wanted_progress(progress)
         if cores is False or cores == 0:
             return self._run_in_process(show)
-        return self._run_on(self.scheduler or default_runtime(), int(cores or os.cpu_count() or 1),
-                            show)
+        return self._run_on(self.scheduler or default_runtime(),
+                            int(cores or default_workers().cpus), show)
 
     def _take_exec_args(self, offer: Any = None, keystore: Any = None, profile: Any = None) -> None:
         if offer is not None:

@@ -13,40 +13,28 @@ Must not know: the Job handle, results, events — it moves submissions and fram
 """
 from __future__ import annotations
 
-import asyncio
-import atexit
-import os
-import queue
-import shutil
-import tempfile
-import threading
-from typing import Any, List, Optional
+import sys
 
-import zmq
+from .errors import EINVAL, ETYPE, EUNMET, RuntimeBrokenError
 
-from .arena import IDLE_SECONDS
-from .broker import Broker, Submission
-from .errors import EINVAL, RuntimeBrokenError
+if sys.platform == "win32":  # first: asyncio, zmq and the POSIX calls below fail obscurely there
+    raise EUNMET(f"dcplocal's local runtime supports Linux (and, with fallbacks, other "
+                 f"POSIX systems); this is {sys.platform!r}. Run it under WSL2 or in a "
+                 f"Linux container.")
 
+import asyncio  # noqa: E402
+import atexit  # noqa: E402
+import numbers  # noqa: E402
+import queue  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+from typing import Any, List, Optional  # noqa: E402
 
-def _remove_stale_socket_dirs() -> None:
-    """Remove the socket directories of runtimes whose process died without cleaning up
-    (``kill -9``); each is named after its process id."""
-    temp = tempfile.gettempdir()
-    for name in os.listdir(temp):
-        prefix, _, rest = name.partition("-")
-        pid, dash, _ = rest.partition("-")
-        if prefix != "dcplocal" or not dash or not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        path = os.path.join(temp, name)
-        try:
-            if os.stat(path).st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:  # not ours to judge (another user's process, a vanished entry)
-            continue
+import zmq  # noqa: E402
+
+from . import hostcpus, rundir  # noqa: E402
+from .arena import IDLE_SECONDS  # noqa: E402
+from .broker import WORKER_IDLE_SECONDS, Broker, Submission  # noqa: E402
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -77,6 +65,22 @@ class JobLink:
         self.runtime.call(lambda b: b.feed_end(self.job_id, total))
 
 
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ETYPE(f"LocalRuntime({name}=…) must be an int, not {value!r}")
+    if value < 1:
+        raise EINVAL(f"LocalRuntime({name}=…) must be at least 1, not {value!r} (0 workers: use "
+                     f"job.localExec(0) to run in this process)")
+    return int(value)
+
+
+def _seconds(name: str, value: Any) -> None:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value < float("inf")):
+        raise EINVAL(f"LocalRuntime({name}=…) must be a finite number of seconds >= 0, "
+                     f"not {value!r}")
+
+
 class LocalRuntime:
     """Broker thread + worker processes on this machine.
 
@@ -88,12 +92,25 @@ class LocalRuntime:
     functions that leak); a fresh one takes its place. ``arena_idle_seconds``: how long a
     worker keeps a wholly free segment of its result arena warm for the next job (default 60 s;
     0 gives memory back as soon as the client drops its large results).
+    ``max_workers``: the most workers a job may ask for (default: DCPLOCAL_MAX_WORKERS, else 4x
+    the CPUs this process may use). ``worker_idle_seconds``: workers above ``workers`` (started
+    for a ``localExec(n)`` asking more) retire after this long with no job wanting them.
     """
 
     def __init__(self, workers: Optional[int] = None, *, memory_limit: Optional[int] = None,
                  recycle_slices: Optional[int] = None, recycle_rss: Optional[int] = None,
-                 arena_idle_seconds: Optional[float] = None) -> None:
-        self.default_workers = workers or os.cpu_count() or 1
+                 arena_idle_seconds: Optional[float] = None, max_workers: Optional[int] = None,
+                 worker_idle_seconds: float = WORKER_IDLE_SECONDS) -> None:
+        self.max_workers = (hostcpus.max_workers().cpus if max_workers is None
+                            else _count("max_workers", max_workers))
+        self.default_workers = (hostcpus.default_workers().cpus if workers is None
+                                else _count("workers", workers))
+        self.allowed_cpus = hostcpus.allowed_cpus().cpus
+        self._warned = [False]
+        hostcpus.check_workers(self.default_workers, self.max_workers, self.allowed_cpus,
+                               self._warned, 2)
+        _seconds("worker_idle_seconds", worker_idle_seconds)
+        self.worker_idle_seconds = float(worker_idle_seconds)
         self.worker_args: List[str] = []
         for flag, value in (("--memory-limit", memory_limit), ("--recycle-slices", recycle_slices),
                             ("--recycle-rss", recycle_rss)):
@@ -102,10 +119,7 @@ class LocalRuntime:
                     raise EINVAL(f"LocalRuntime({flag[2:].replace('-', '_')}=…) must be a positive int, not {value!r}")
                 self.worker_args += [flag, str(value)]
         if arena_idle_seconds is not None:
-            if (not isinstance(arena_idle_seconds, (int, float)) or isinstance(arena_idle_seconds, bool)
-                    or not 0 <= arena_idle_seconds < float("inf")):
-                raise EINVAL(f"LocalRuntime(arena_idle_seconds=…) must be a finite number of seconds "
-                             f">= 0, not {arena_idle_seconds!r}")
+            _seconds("arena_idle_seconds", arena_idle_seconds)
             self.worker_args += ["--arena-idle-seconds", repr(float(arena_idle_seconds))]
         self.arena_idle_seconds = IDLE_SECONDS if arena_idle_seconds is None else float(arena_idle_seconds)
         self._lock = threading.Lock()
@@ -113,7 +127,7 @@ class LocalRuntime:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._broker: Optional[Broker] = None
         self._context: Optional[zmq.Context] = None
-        self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
+        self._tmpdir: Optional["tempfile.TemporaryDirectory[str]"] = None
         self._started_error: Optional[BaseException] = None
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -134,18 +148,19 @@ class LocalRuntime:
         loop = _new_event_loop()
         asyncio.set_event_loop(loop)
         try:
-            _remove_stale_socket_dirs()
-            self._tmpdir = tempfile.TemporaryDirectory(prefix=f"dcplocal-{os.getpid()}-")
+            self._tmpdir = rundir.make()
             # Two I/O threads: receiving large results is dominated by page faults on fresh
             # buffers; a second thread overlaps them (measured ~10-20% on 100 x 8 MB results).
             self._context = zmq.Context(io_threads=2)
-            address = f"ipc://{self._tmpdir.name}/broker" if hasattr(zmq, "IPC_PATH_MAX_LEN") \
-                else "tcp://127.0.0.1:*"
-            self._broker = Broker(loop, self._context, address, self.worker_args,
-                                  self.arena_idle_seconds)
+            self._broker = Broker(loop, self._context, rundir.socket_address(self._tmpdir.name),
+                                  self.worker_args, self.arena_idle_seconds,
+                                  keep_workers=self.default_workers,
+                                  worker_idle_seconds=self.worker_idle_seconds)
             self._loop = loop
         except BaseException as exc:  # noqa: B902 - handed to the thread that waits for us
             self._started_error = exc
+            if self._tmpdir is not None:
+                self._tmpdir.cleanup()
             ready.set()
             return
         ready.set()
@@ -175,11 +190,19 @@ class LocalRuntime:
         self.call(lambda b: b.scale(workers or self.default_workers))
 
     def submit(self, submission: Submission, workers: Optional[int] = None) -> JobLink:
+        workers = workers or self.default_workers
+        # refused before anything starts: 10,000 workers is a typo, not a plan
+        # stacklevel 4: the user's line that called localExec (via Job._run_on)
+        hostcpus.check_workers(workers, self.max_workers, self.allowed_cpus, self._warned, 4)
         if self.broken is not None:  # the previous job saw RuntimeBrokenError: start afresh
             self.close()
-        self.ensure_workers(workers)
         link = JobLink(self, submission.info.job_id)
-        self.call(lambda b: b.submit(submission, link.queue))
+        job_id = submission.info.job_id
+
+        def start(broker: Broker) -> None:  # one step: its demand is never seen without its job
+            broker.scale(workers, job_id)
+            broker.submit(submission, link.queue)
+        self.call(start)
         return link
 
     def prepare_inputs(self, frames: List[Any]) -> Any:
@@ -189,6 +212,15 @@ class LocalRuntime:
 
     def worker_pids(self) -> List[int]:
         return self.query(lambda b: b.worker_pids())
+
+    def helper_pids(self) -> List[int]:
+        """Processes of this runtime that are not workers (its reaper)."""
+        return self.query(lambda b: b.helper_pids())
+
+    @property
+    def socket_dir(self) -> Optional[str]:
+        """The runtime's private directory (its broker's ipc socket), once started."""
+        return self._tmpdir.name if self._tmpdir is not None else None
 
     @property
     def broken(self) -> Optional[BaseException]:

@@ -1,4 +1,4 @@
-"""Worker process main: ``python -m dcplocal.worker --connect ADDR --identity ID``.
+"""Worker process main: ``python -m dcplocal.worker --bootstrap-fd FD --identity ID``.
 
 One DEALER socket to the broker's ROUTER. The flow is pull-based: the worker says ``Ready`` once,
 and every ``TaskDone`` it sends returns one credit. The scheduler may hold a second task queued
@@ -21,17 +21,22 @@ When a job asks for a watchdog (progress or slice timeout), a second DEALER on a
 ``Heartbeat`` facts about the running slice every ``interval`` seconds; it keeps ticking while the
 work function spins in pure Python, because the GIL is handed over every few ms.
 
-Process hygiene: the worker asks the kernel to SIGKILL it when its parent dies, and leads its
-own process group so the supervisor can kill it together with any children its work function
-started, and so a Ctrl-C at the terminal reaches the client only.
+Admission: the broker's address and this worker's PLAIN token come through an inherited pipe
+(``--bootstrap-fd``); the broker's ZAP handler checks the token before it reads any frame of ours
+(peerauth.py). A worker the broker does not let in within the bound exits with EXIT_NO_BROKER.
 
-Imports: protocol, codec, arena, remote, sandbox, inputs (worker side only) — never the user API.
+Process hygiene: the worker asks the kernel to SIGKILL it when its parent dies, and leads its
+own process group so the supervisor (and the client's reaper, should the client die) can kill it
+together with any children its work function started, and so a Ctrl-C at the terminal reaches
+the client only. Children a task leaves running are killed and reaped when the task ends.
+
+Imports: protocol, codec, arena, remote, sandbox, inputs, peerauth, workerproc (worker side only)
+— never the user API.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
 import importlib
 import logging
 import os
@@ -41,7 +46,7 @@ import threading
 import time
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from . import codec, pickling, protocol
+from . import codec, features, pickling, protocol
 from .arena import (IDLE_SECONDS, Arena, Placement, can_open, place_frames, placements,
                     private_view, restore_frames)
 from .remote import can_read
@@ -49,25 +54,9 @@ from .remote import read as read_remote
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
 # so a warm job's first slice on this worker does not pay ~6 ms of imports.
 from . import inputs  # noqa: F401
+from .peerauth import HandshakeError, plain_client, wait_for_handshake
+from .workerproc import EXIT_NO_BROKER, Credentials, die_with_parent, reap_children
 from .sandbox import SandboxEnvironment, _running, load_work, pack_outcome, run_batch
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Die with the client, taking the work function's children along.
-
-    PR_SET_PDEATHSIG makes the kernel send SIGTERM when the client exits, however it exits
-    (SIGKILL included); the handler then SIGKILLs our whole process group — ourselves and any
-    process the work function started — so nothing is orphaned.
-    """
-    signal.signal(signal.SIGTERM, lambda *_: os.killpg(os.getpgrp(), signal.SIGKILL))
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 == PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if parent_pid and os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _limit_memory(limit: int) -> None:
@@ -151,14 +140,15 @@ def _adopt_client_world(options: Dict[str, Any]) -> None:
 class _Heartbeat(threading.Thread):
     """Sends watchdog facts about the running slice while a task of a watched job runs."""
 
-    def __init__(self, context: Any, address: str, identity: bytes) -> None:
+    def __init__(self, context: Any, credentials: "Credentials", identity: bytes) -> None:
         super().__init__(name="dcplocal-heartbeat", daemon=True)
         import zmq
 
         self.socket = context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.IDENTITY, identity + b"/hb")
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(address)
+        plain_client(self.socket, credentials.user, credentials.token)
+        self.socket.connect(credentials.address)
         self.task_id = 0          # 0 = nothing to watch
         self.interval = 0.1
         self.wake = threading.Event()
@@ -190,18 +180,24 @@ class _Heartbeat(threading.Thread):
 
 
 class Worker:
-    def __init__(self, address: str, identity: bytes, recycle_slices: int = 0,
+    def __init__(self, credentials: Credentials, identity: bytes, recycle_slices: int = 0,
                  recycle_rss: int = 0, arena_idle_seconds: float = IDLE_SECONDS,
                  parent: int = 0, parent_probe_fd: int = -1, parent_probe_address: int = 0,
                  parent_probe_bytes: str = "", memory_limited: bool = False) -> None:
         import zmq
 
-        self.address, self.identity = address, identity
+        self.credentials, self.identity = credentials, identity
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.IDENTITY, identity)
         self.socket.setsockopt(zmq.LINGER, 1000)
-        self.socket.connect(address)
+        plain_client(self.socket, credentials.user, credentials.token)
+        # watched until the broker lets us in (wait_until_admitted), so a worker with nobody
+        # to talk to says so and exits instead of waiting forever
+        self._monitor: Any = self.socket.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        self.socket.connect(credentials.address)
         self.jobs: Dict[str, _LoadedJob] = {}
         self.heartbeat: Optional[_Heartbeat] = None
         self.recycle_slices, self.recycle_rss = recycle_slices, recycle_rss
@@ -211,13 +207,15 @@ class Worker:
         # Under a memory limit, the segments the client holds must not take our address space.
         self.arena = Arena(self._announce_segment, idle_seconds=arena_idle_seconds,
                            mapped=not memory_limited)
+        self.arena.enabled &= features.enabled("memfd")
         #: messages that arrived while we waited for SegmentMapped, handled next
         self.backlog: Deque[List[Any]] = collections.deque()
         self.parent = parent
         #: large inputs may arrive as regions of the client's arena: we may open its memfds
         self.maps_inputs = bool(parent) and parent_probe_fd >= 0 and can_open(parent, parent_probe_fd)
         #: ...or as addresses in the client: we may read its memory
-        self.reads_inputs = can_read(parent, parent_probe_address, parent_probe_bytes)
+        self.reads_inputs = (features.enabled("vm_readv")
+                             and can_read(parent, parent_probe_address, parent_probe_bytes))
         #: (segment id, offset) of input regions whose views died, for the next InputsReleased
         #: (a deque: a finalizer may append from any thread while the serve loop takes)
         self.inputs_released: Deque[Tuple[int, int]] = collections.deque()
@@ -226,6 +224,11 @@ class Worker:
 
     def send(self, msg: protocol.Message, frames: Sequence[Any] = ()) -> None:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
+
+    def wait_until_admitted(self) -> None:
+        """Block until the broker has let us in; `HandshakeError` if it refuses or is not there."""
+        wait_for_handshake(self.socket, self._monitor, self.credentials.address,
+                           self.credentials.connect_timeout)
 
     def serve(self) -> None:
         self.send(protocol.Ready(os.getpid(), self.maps_inputs, self.reads_inputs))
@@ -308,7 +311,7 @@ class Worker:
         interval = job.options.get("heartbeat")
         if interval:
             if self.heartbeat is None:
-                self.heartbeat = _Heartbeat(self.context, self.address, self.identity)
+                self.heartbeat = _Heartbeat(self.context, self.credentials, self.identity)
                 self.heartbeat.start()
             self.heartbeat.watch(task_id, interval)
 
@@ -345,6 +348,7 @@ class Worker:
                 _drop_tracebacks(failure)
             return leaving
         finally:
+            reap_children()
             if self.heartbeat is not None:
                 self.heartbeat.watch(0, 0)
             for segment_id, _fd, offset, _nbytes in self.unmapped_inputs.values():
@@ -367,7 +371,8 @@ class Worker:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dcplocal.worker")
-    parser.add_argument("--connect", required=True)
+    parser.add_argument("--bootstrap-fd", type=int, required=True,
+                        help="an inherited pipe holding the broker's address and our token")
     parser.add_argument("--identity", required=True)
     parser.add_argument("--parent", type=int, default=0)
     parser.add_argument("--memory-limit", type=int, default=0, help="bytes of address space")
@@ -384,13 +389,19 @@ def main(argv: Optional[List[str]] = None) -> None:
         os.setpgid(0, 0)  # already done by the supervisor (new session); for manual starts
     except OSError:
         pass
-    _die_with_parent(opts.parent)
+    die_with_parent(opts.parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
     if opts.memory_limit:
         _limit_memory(opts.memory_limit)
-    worker = Worker(opts.connect, opts.identity.encode(), opts.recycle_slices, opts.recycle_rss,
-                    opts.arena_idle_seconds, opts.parent, opts.parent_probe_fd,
-                    opts.parent_probe_address, opts.parent_probe_bytes, bool(opts.memory_limit))
+    worker = Worker(Credentials.read(opts.bootstrap_fd), opts.identity.encode(),
+                    opts.recycle_slices, opts.recycle_rss, opts.arena_idle_seconds, opts.parent,
+                    opts.parent_probe_fd, opts.parent_probe_address, opts.parent_probe_bytes,
+                    bool(opts.memory_limit))
+    try:
+        worker.wait_until_admitted()
+    except HandshakeError as exc:
+        print(f"dcplocal worker {opts.identity}: {exc}; exiting", file=sys.stderr, flush=True)
+        os._exit(EXIT_NO_BROKER)
     worker.serve()
     worker.socket.close(linger=1000)
     worker.context.term()

@@ -1,7 +1,7 @@
 """Shared fixtures: every test ends with no child process it did not account for.
 
-The default runtime's worker processes are meant to outlive a job (the warm runtime), so they are
-the only children a test may leave behind; anything else alive after a test — an orphaned worker
+The default runtime's worker processes (and its reaper) are meant to outlive a job (the warm
+runtime), so they are the only children a test may leave behind; anything else alive after a test — an orphaned worker
 of a closed runtime, a work function's stray child — fails that test and is killed. At the end of
 the session the default runtime is closed and no child at all may remain.
 """
@@ -32,7 +32,7 @@ def _runtime_workers() -> set:
     rt = runtime_module._default
     if rt is None or rt._thread is None or not rt._thread.is_alive():
         return set()
-    return set(rt.worker_pids())
+    return set(rt.worker_pids()) | set(rt.helper_pids())  # helpers: its reaper process
 
 
 def _wait_for_exit(pids: set, allowed_fn, timeout: float = 5.0) -> set:

@@ -329,6 +329,7 @@ def test_a_late_result_naming_an_unmapped_segment_is_dropped_not_fatal(capfd, tm
     import zmq
 
     from dcplocal import codec, protocol
+    from dcplocal.peerauth import plain_client
 
     go = str(tmp_path / "go")
 
@@ -346,6 +347,9 @@ def test_a_late_result_naming_an_unmapped_segment_is_dropped_not_fatal(capfd, tm
         runner.start()
         peer = zmq.Context.instance().socket(zmq.DEALER)
         peer.setsockopt(zmq.IDENTITY, b"a-forgotten-worker")
+        # a peer the runtime let in (peerauth): its messages reach the broker's handling
+        plain_client(peer, "a-forgotten-worker",
+                     rt.query(lambda b: b.tokens.issue("a-forgotten-worker")))
         peer.connect(rt.query(lambda b: b.address))
         late = protocol.TaskDone(12, "gone", 0, 1, 0.01, 0, False, ((2, 1, 9, 0, 4096),))
         peer.send_multipart([codec.encode(late), b"A", b"<f8|native"])   # frame 2 is placed

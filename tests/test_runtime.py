@@ -101,11 +101,13 @@ def test_a_killed_clients_socket_directory_is_removed_by_the_next_runtime():
     import sys
     import tempfile
 
+    from dcplocal.rundir import host_tag
+
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()                                    # a process id that no longer runs
-    stale = tempfile.mkdtemp(prefix=f"dcplocal-{dead.pid}-")
+    stale = tempfile.mkdtemp(prefix=f"dcplocal-{host_tag()}-{dead.pid}-")
     open(os.path.join(stale, "broker"), "w").close()
-    alive = tempfile.mkdtemp(prefix=f"dcplocal-{os.getppid()}-")   # a live process's: kept
+    alive = tempfile.mkdtemp(prefix=f"dcplocal-{host_tag()}-{os.getppid()}-")  # live: kept
     try:
         with dcplocal.LocalRuntime(workers=1) as rt:
             job = compute.for_(0, 2, lambda x: x)
