@@ -10,7 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "dcplocal"
 KERNELS = ROOT / "kernels"
 
-USER_API = {"compute", "job", "results", "ranges", "distributions", "events", "jobinputs",
+USER_API = {"compute", "job", "aio", "results", "ranges", "distributions", "events", "jobinputs",
             "requirements"}
 WORKER_SIDE = {"worker", "sandbox", "inputs", "protocol", "codec", "errors", "arena", "remote"}
 
