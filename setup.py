@@ -11,6 +11,7 @@ setup(
     packages=["dcplocal", "dcplocal.kernels"],
     package_dir={"dcplocal": "dcplocal", "dcplocal.kernels": "kernels"},
     package_data={"dcplocal": ["py.typed"]},
+    entry_points={"console_scripts": ["dcplocal = dcplocal.cli:main"]},
     install_requires=[
         "cloudpickle>=2.2",
         "numpy>=1.24",
