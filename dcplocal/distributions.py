@@ -39,6 +39,8 @@ def _real(name: str, value: Any) -> float:
 class DistributionObject(SpecSequence):
     """A lazy input set of ``n`` samples; usable wherever a range object is."""
 
+    _spec: DistributionSpec
+
     def __init__(self, kind: str, n: int, params: tuple, seed: Optional[int]) -> None:
         if seed is None:
             seed = secrets.randbits(63)

@@ -125,7 +125,7 @@ class MultiRangeSpec(InputSpec):
         return (MultiRangeSpec, (self.specs,))
 
     def __len__(self) -> int:
-        return math.prod(self.shape)
+        return math.prod(len(s) for s in self.specs)
 
     def slice_data(self, first: int, count: int) -> Sequence[Any]:
         if count <= 0:
@@ -194,7 +194,7 @@ class DistributionSpec(InputSpec):
 
     def _discrete_table(self) -> Tuple[int, np.ndarray]:
         if self._table is None:
-            self._table = _poisson_table(*self.params) if self.kind == "poisson" else _binomial_table(*self.params)
+            self._table = _poisson_table(*self.params) if self.kind == "poisson" else _binomial_table(int(self.params[0]), self.params[1])
         return self._table
 
 
@@ -212,7 +212,7 @@ def _poisson_table(lam: float) -> Tuple[int, np.ndarray]:
     low, high = max(0, math.floor(lam - spread)), math.ceil(lam + spread)
     k = np.arange(low, high + 1, dtype=np.float64)
     lgamma = np.frompyfunc(math.lgamma, 1, 1)
-    return _table(low, k * math.log(lam) - lam - lgamma(k + 1).astype(np.float64))
+    return _table(low, k * math.log(lam) - lam - np.asarray(lgamma(k + 1), dtype=np.float64))
 
 
 def _binomial_table(trials: int, p: float) -> Tuple[int, np.ndarray]:
@@ -224,6 +224,6 @@ def _binomial_table(trials: int, p: float) -> Tuple[int, np.ndarray]:
     high = min(trials, math.ceil(mean + 12 * sd + 10))
     k = np.arange(low, high + 1, dtype=np.float64)
     lgamma = np.frompyfunc(math.lgamma, 1, 1)
-    log_pmf = (math.lgamma(trials + 1) - lgamma(k + 1).astype(np.float64)
-               - lgamma(trials - k + 1).astype(np.float64) + k * math.log(p) + (trials - k) * math.log1p(-p))
+    log_pmf = (math.lgamma(trials + 1) - np.asarray(lgamma(k + 1), dtype=np.float64)
+               - np.asarray(lgamma(trials - k + 1), dtype=np.float64) + k * math.log(p) + (trials - k) * math.log1p(-p))
     return _table(low, log_pmf)

@@ -90,8 +90,8 @@ class Job(EventEmitter, NoticeHandling):
         self.status = Payload(runStatus="new", total=None, distributed=None, computed=None)
         self._link: Optional[JobLink] = None
         self._cancel_requested = False
-        self._store: Optional[ResultStore] = None
-        self._first_error: Optional[BaseException] = None
+        self._store = ResultStore(0)  # this run's; replaced by _begin
+        self._first_error = None
         self._over_limit = False
         self._progress: Optional[JobProgress] = None
         self._cpu_seconds = 0.0
@@ -181,7 +181,7 @@ class Job(EventEmitter, NoticeHandling):
         time), ``gpuHours`` (0), ``inputMBytes`` and ``outputMBytes`` (pickled sizes). The datum is
         ``sample`` or, by default, the first element of the input set."""
         if sample is _NO_SAMPLE:
-            sample = self._spec.key(0) if self._spec is not None else self._data.first()
+            sample = self._spec.key(0) if self._spec is not None else self._items.first()
         fn = load_work(self._work_fn)
         spread = bool(self._spec is not None and self._spec.spread)
         with SandboxEnvironment(capture_output=True):
@@ -210,6 +210,17 @@ class Job(EventEmitter, NoticeHandling):
     def __repr__(self) -> str:
         return f"<dcplocal Job {self.id or '(not deployed)'} {self.status.runStatus}>"
 
+    @property
+    def _items(self) -> DataInput:
+        """The data input set (a job without a range or distribution has one)."""
+        assert self._data is not None
+        return self._data
+
+    @property
+    def _total(self) -> Optional[int]:
+        """Slices in the input set; None while a streamed one has not ended."""
+        return len(self._spec) if self._spec is not None else self._items.length
+
     # ---- preparing ----------------------------------------------------------------------------
 
     def _check_options(self) -> None:
@@ -221,7 +232,7 @@ class Job(EventEmitter, NoticeHandling):
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ETYPE(f"job.{name} must be a number of seconds or None, not {value!r}")
-            if not (math.isfinite(value) and value > 0):
+            if not (math.isfinite(value) and float(value) > 0):
                 raise EINVAL(f"job.{name} must be a finite number of seconds > 0 (None turns "
                              f"it off), not {value!r}")
         if self.maxResultBytes is not None:
@@ -229,7 +240,7 @@ class Job(EventEmitter, NoticeHandling):
         if not isinstance(self.public, dict):
             raise ETYPE(f"job.public must be a dict, not {type(self.public).__name__}")
         validate_requirements(self.requirements)
-        _check_slice_count(len(self._spec) if self._spec is not None else self._data.length)
+        _check_slice_count(self._total)
 
     def _watchdog_interval(self) -> Optional[float]:
         limits = [v for v in (self.progressTimeout, self.sliceTimeout) if v is not None]
@@ -240,7 +251,7 @@ class Job(EventEmitter, NoticeHandling):
         work_blob = _pickle("work function", self._work_fn)
         args_blob = _pickle("argument", self._args)
         spec_frames = codec.dumps(self._spec)[:1] if self._spec is not None else []
-        total = len(self._spec) if self._spec is not None else self._data.length
+        total = self._total
         info = JobInfo(self.id or "", total, streaming=self._spec is None, error_limit=self.errorLimit,
                        max_attempts=self.maxAttempts, progress_timeout=self.progressTimeout,
                        slice_timeout=self.sliceTimeout,
@@ -253,9 +264,10 @@ class Job(EventEmitter, NoticeHandling):
                    "sys_path": list(sys.path), "cwd": os.getcwd(), "log_level": _lowest_log_level()}
         return Submission(info, [work_blob, args_blob, *spec_frames], options)
 
-    def _begin(self) -> None:
-        self.id = self.id or uuid.uuid4().hex[:16]
-        total = len(self._spec) if self._spec is not None else self._data.length
+    def _begin(self) -> str:
+        """Fresh run state (store, handle, status); returns the job's id."""
+        job_id = self.id = self.id or uuid.uuid4().hex[:16]
+        total = self._total
         self._store = ResultStore(total)
         self._first_error = None
         self._over_limit = False
@@ -263,7 +275,8 @@ class Job(EventEmitter, NoticeHandling):
         self.results = self._make_handle()
         self.status.update(total=total, distributed=0, computed=0)
         self.receipt = {"job": self.id, "time": time.time()}
-        JOBS[self.id] = self
+        JOBS[job_id] = self
+        return job_id
 
     def _make_handle(self) -> ResultHandle:
         # The handle reaches the job weakly: job.results -> handle -> job would be a cycle, and
@@ -279,7 +292,7 @@ class Job(EventEmitter, NoticeHandling):
             spec = self._spec
             return ResultHandle(self._store, spec.key, lambda a, b: list(spec.slice_data(a, b - a)),
                                 spec.shape, emit_result)
-        return ResultHandle(self._store, self._data.key, self._data.keys, None, emit_result)
+        return ResultHandle(self._store, self._items.key, self._items.keys, None, emit_result)
 
     def _set_run_status(self, run_status: str) -> None:
         if self.status.runStatus != run_status:
@@ -308,10 +321,9 @@ class Job(EventEmitter, NoticeHandling):
         if self.status.runStatus == "running":
             raise EPERM(f"job {self.id} is already running")
         submission = self._submission()  # bad input fails here, before any worker starts
-        self._begin()
-        submission.info.job_id = self.id
+        submission.info.job_id = self._begin()
         if self._data is not None:
-            self._data.restart()
+            self._items.restart()
         info = submission.info
         info.max_workers = cores
         self._link = runtime.submit(submission, cores)
@@ -348,7 +360,7 @@ class Job(EventEmitter, NoticeHandling):
             elif kind == "event":
                 self._on_event(item[1], item[2])
             elif kind == "input":
-                self._data.feed(link, item[1])
+                self._items.feed(link, item[1])
             elif kind == "failed":
                 self._on_failed(item[1])
             elif kind == "ended":
@@ -456,19 +468,20 @@ class Job(EventEmitter, NoticeHandling):
 
     def _run_batches_here(self, fn: Any, args: Tuple[Any, ...]) -> str:
         spread = bool(self._spec is not None and self._spec.spread)
+        job_id = self.id or ""
         task_ids = itertools.count(1)
         for first, count, data in self._in_process_batches():
             if self._cancel_requested:
                 return "cancelled"
             emitted: List[Tuple[Any, List[Any]]] = []
             with SandboxEnvironment(capture_output=True):
-                values, failed, elapsed = run_batch(fn, data, args, spread, self.id, first,
+                values, failed, elapsed = run_batch(fn, data, args, spread, job_id, first,
                                                     lambda m, f=(): emitted.append((m, f)), self.public)
             frames, errors = pack_outcome(values, failed, first, self.maxResultBytes)
             for msg, event_frames in emitted:
                 self._on_event(msg, event_frames)
             self.status.distributed = first + count
-            self._on_done(protocol.TaskDone(next(task_ids), self.id, first, count, elapsed, errors),
+            self._on_done(protocol.TaskDone(next(task_ids), job_id, first, count, elapsed, errors),
                           frames, {})
             if len(self._store.errors) > self.errorLimit:
                 return "failed"
@@ -483,8 +496,8 @@ class Job(EventEmitter, NoticeHandling):
                 count = min(IN_PROCESS_BATCH, len(self._spec) - first)
                 yield first, count, self._spec.slice_data(first, count)
         else:
-            self._data.restart()
-            for first, items in self._data.batches(IN_PROCESS_BATCH):
+            self._items.restart()
+            for first, items in self._items.batches(IN_PROCESS_BATCH):
                 yield first, len(items), codec.unpack_inputs(codec.pack_inputs(items, first), 0, len(items))
 
 

@@ -28,7 +28,7 @@ class DataInput:
     def __init__(self, source: Iterable[Any]) -> None:
         self._source = source
         self._sequence: Optional[Any] = source if isinstance(source, (Sequence, np.ndarray)) else None
-        self.length: Optional[int] = len(source) if self._sequence is not None else None
+        self.length: Optional[int] = len(self._sequence) if self._sequence is not None else None
         self._keys: Optional[ResultStore] = None
         self._iterator: Optional[Iterator[Any]] = None
         self._next = 0

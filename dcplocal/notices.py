@@ -14,18 +14,35 @@ import logging
 import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from . import codec, protocol
 from .errors import RemoteTraceback, SliceError, add_note
 from .events import Payload
+
+if TYPE_CHECKING:
+    from .results import ResultStore
 
 
 class NoticeHandling:
     """Mixin of `Job`: relies on its ``emit``, ``id``, ``results``, ``status``, ``_store``,
     ``_first_error``, ``_progress`` and ``_cpu_seconds``."""
 
+    # what the Job provides (declared here for the type checker)
+    id: Optional[str]
+    results: Any
+    status: Payload
+    work: Any
+    _store: "ResultStore"
+    _first_error: Optional[BaseException]
     _progress: Any
+    _cpu_seconds: float
+
+    def emit(self, name: str, *args: Any) -> bool:
+        raise NotImplementedError  # EventEmitter's, in the Job
+
+    def listenerCount(self, name: str) -> int:
+        raise NotImplementedError  # EventEmitter's, in the Job
 
     def _emit_result(self, index: int, task_id: Optional[int] = None) -> None:
         self.emit("result", Payload(job=self.id, address=self.id, task=task_id, sliceNumber=index + 1,
@@ -130,7 +147,7 @@ class NoticeHandling:
         if logger.isEnabledFor(msg.levelno):
             pathname, lineno, func, created = msg.origin or ("", 0, "", time.time())
             record = logger.makeRecord(msg.logger, msg.levelno, pathname, lineno, msg.message,
-                                       None, None, func, {"slice": msg.slice_index + 1,
+                                       (), None, func, {"slice": msg.slice_index + 1,
                                                           "job": self.id})
             record.created, record.msecs = created, (created % 1) * 1000
             logger.handle(record)

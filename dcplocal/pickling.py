@@ -66,7 +66,7 @@ def _lru_cached(fn: Callable[..., Any], maxsize: Optional[int], typed: bool) -> 
     return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
 
 
-def _with_attributes(cls: type, attributes: dict) -> Any:
+def _with_attributes(cls: Any, attributes: dict) -> Any:
     """An instance of ``cls`` made without ``__init__``, its attributes set one by one (which
     fills slots and ``__dict__`` alike)."""
     obj = cls.__new__(cls)
@@ -128,7 +128,7 @@ def loads(stream: Any, buffers: Any = ()) -> Any:
 
 # ---- exceptions ---------------------------------------------------------------------------
 
-def _rebuild_exception(cls: type, args: Tuple[Any, ...], state: Optional[dict]) -> BaseException:
+def _rebuild_exception(cls: Any, args: Tuple[Any, ...], state: Optional[dict]) -> BaseException:
     """An exception of ``cls`` with ``args`` and attributes ``state``, without its ``__init__``."""
     exc = cls.__new__(cls, *args)
     exc.args = args

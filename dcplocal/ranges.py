@@ -81,6 +81,8 @@ class SpecSequence(Sequence):
 class RangeObject(SpecSequence):
     """``{start, end, step, group}`` as a lazy, exact sequence of slice data."""
 
+    _spec: RangeSpec
+
     def __init__(self, start: Any, end: Any = None, step: Any = None, group: Any = None) -> None:
         if isinstance(start, dict):
             unknown = set(start) - _RANGE_KEYS
@@ -178,7 +180,7 @@ class MultiRangeObject(SpecSequence):
         self.ranges = [_as_range(r, "a multi-range") for r in ranges]
         if any(r.group for r in self.ranges):
             raise EINVAL("range group is not supported inside a multi-range")
-        self._spec = MultiRangeSpec([r.spec for r in self.ranges])
+        self._spec = MultiRangeSpec([r._spec for r in self.ranges])
 
     def to_dict(self) -> Dict[str, Any]:
         return {"ranges": [r.to_dict() for r in self.ranges]}
