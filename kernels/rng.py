@@ -3,8 +3,8 @@
 splitmix64 of ``seed + (k * 2 + stream) * golden`` gives 64 well-mixed bits per (slice, stream),
 turned into a double in [0, 1) from its top 53 bits. No generator state exists, so any worker
 can compute any slice's value, in any order, and get the same number. Normal variates use
-Box-Muller on streams 0 and 1. `uniform` runs the numba kernel for large batches, numpy
-otherwise; both produce identical bits (tested).
+Box-Muller on streams 0 and 1. `uniform` runs numpy, or the numba kernel for large batches
+where config.numba_wanted(); both produce identical bits (tested).
 """
 from __future__ import annotations
 
@@ -20,13 +20,25 @@ _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
 
 
 def _uniform_numpy(seed: np.uint64, first: int, count: int, stream: int) -> np.ndarray:
-    k = np.arange(first, first + count, dtype=np.uint64)
+    # in place: two uint64 arrays in all, where the expression form made a temporary per step
+    z = np.arange(first, first + count, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        z = seed + (k * np.uint64(2) + np.uint64(stream)) * GOLDEN
-        z = (z ^ (z >> _S30)) * _M1
-        z = (z ^ (z >> _S27)) * _M2
-        z = z ^ (z >> _S31)
-    return (z >> _S11).astype(np.float64) * _TO_UNIT
+        z *= np.uint64(2)
+        z += np.uint64(stream)
+        z *= GOLDEN
+        z += seed
+        t = z >> _S30
+        z ^= t
+        z *= _M1
+        np.right_shift(z, _S27, out=t)
+        z ^= t
+        z *= _M2
+        np.right_shift(z, _S31, out=t)
+        z ^= t
+        z >>= _S11
+    out = z.astype(np.float64)
+    out *= _TO_UNIT
+    return out
 
 
 def _uniform_loop(seed, first, count, stream, out):  # compiled by numba (see config.jit)
@@ -42,7 +54,7 @@ def uniform(seed: int, first: int, count: int, stream: int = 0, use_numba: bool 
     """Doubles in [0, 1) for slices first..first+count-1 of ``seed``'s stream ``stream``."""
     seed64 = np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
     if use_numba is None:
-        use_numba = count >= config.NUMBA_MIN_ELEMENTS and config.numba_available()
+        use_numba = count >= config.NUMBA_MIN_ELEMENTS and config.numba_wanted()
     if not use_numba:
         return _uniform_numpy(seed64, first, count, stream)
     out = np.empty(count, dtype=np.float64)
