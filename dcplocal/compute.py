@@ -12,7 +12,7 @@ from __future__ import annotations
 import numbers
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, overload
 
 from . import ranges
 from .distributions import stats  # noqa: F401 - re-exported for compute users
@@ -71,6 +71,25 @@ def _job_from_input(input_set: Any, work: Any, arguments: Any) -> Job:
     return Job(None, DataInput(input_set), _check_work(work), _check_args(arguments))
 
 
+Number = Union[int, float, Decimal, Fraction]
+Work = Union[Callable[..., Any], str]
+InputSet = Union[RangeObject, MultiRangeObject, SparseRangeObject, Dict[str, Any], Iterable[Any]]
+
+
+@overload
+def for_(input_set: InputSet, work: Work, arguments: Optional[Sequence[Any]] = None, /) -> Job: ...
+
+
+@overload
+def for_(start: Number, end: Number, work: Work, arguments: Optional[Sequence[Any]] = None,
+         /) -> Job: ...
+
+
+@overload
+def for_(start: Number, end: Number, step: Number, work: Work,
+         arguments: Optional[Sequence[Any]] = None, /) -> Job: ...
+
+
 def for_(*args: Any, **kwargs: Any) -> Job:
     """Make a job that maps ``work`` over an input set; nothing runs until ``exec``/``localExec``.
 
@@ -115,8 +134,26 @@ def for_(*args: Any, **kwargs: Any) -> Job:
     return _job_from_input(args[0], args[1], args[2] if len(args) > 2 else None)
 
 
+@overload
+def do(work: Work, arguments: Optional[Sequence[Any]] = None, /) -> Job: ...
+
+
+@overload
+def do(n: int, work: Work, arguments: Optional[Sequence[Any]] = None, /) -> Job: ...
+
+
 def do(*args: Any, **kwargs: Any) -> Job:
-    """``compute.do(work, arguments)`` (one slice) or ``compute.do(n, work, arguments)``."""
+    """Make a job that calls ``work(*arguments)`` once, or ``n`` times; nothing runs until
+    ``exec``/``localExec``::
+
+        compute.do(work[, arguments])       # one slice: work(*arguments)
+        compute.do(n, work[, arguments])    # n slices:  work(i, *arguments) for i in 0..n-1
+
+    Example::
+
+        compute.do(lambda: 6 * 7).localExec(1)           # [42]
+        compute.do(3, lambda i, k: i * k, [10]).localExec(2)   # [0, 10, 20]
+    """
     if kwargs:
         raise ETYPE(f"compute.do takes positional arguments only, got {', '.join(kwargs)}")
     if args and isinstance(args[0], numbers.Integral) and not isinstance(args[0], bool):

@@ -163,6 +163,13 @@ def _nest(flat: List[Any], shape: Tuple[int, ...]) -> List[Any]:
 class ResultHandle(Sequence):
     """The spec's result handle: the output set in slice order, plus the input-set helpers.
 
+    A read-only sequence that equals a list with the same values; ``np.asarray(results)`` views
+    numeric results without a copy. Example::
+
+        results = compute.for_(1, 3, lambda i: i * i).localExec(2)
+        results == [1, 4, 9]; results[0] == 1; list(results.entries()) == [(1, 1), (2, 4), (3, 9)]
+        results.lookupValue(3) == 9; np.asarray(results).sum() == 14
+
     ``key_of(i)`` returns the input of slice i; ``shape`` (multi-range jobs) makes the sequence
     view nest, while keys/values/entries stay flat in slice order as the spec describes.
     """

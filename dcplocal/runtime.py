@@ -95,6 +95,12 @@ class LocalRuntime:
     ``max_workers``: the most workers a job may ask for (default: DCPLOCAL_MAX_WORKERS, else 4x
     the CPUs this process may use). ``worker_idle_seconds``: workers above ``workers`` (started
     for a ``localExec(n)`` asking more) retire after this long with no job wanting them.
+
+    Example::
+
+        with dcplocal.LocalRuntime(workers=4, memory_limit=2 << 30) as runtime:
+            job.scheduler = runtime
+            results = job.exec()
     """
 
     def __init__(self, workers: Optional[int] = None, *, memory_limit: Optional[int] = None,

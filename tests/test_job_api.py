@@ -355,3 +355,12 @@ def test_a_work_source_with_a_syntax_error_fails_before_any_process_starts():
     with pytest.raises(EINVAL, match="does not compile"):
         compute.for_(0, 3, "def f(x):\n    return x +\n")
     assert compute.for_(0, 2, "lambda x: x * 2").localExec(2) == [0, 2, 4]
+
+
+@pytest.mark.parametrize("documented", ["compute.for_", "compute.do", "dcplocal.Job.localExec",
+                                        "dcplocal.Job.exec", "dcplocal.ResultHandle",
+                                        "dcplocal.LocalRuntime"])
+def test_help_shows_the_call_forms_with_an_example(documented):
+    import pydoc
+    target = pydoc.locate(documented.replace("compute.", "dcplocal.compute."))
+    assert target is not None and "Example" in (target.__doc__ or ""), documented
