@@ -24,7 +24,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import codec, pickling, protocol
 from .broker import Submission
-from .errors import EINVAL, EPERM, ERANGE, ETOOMANYERRORS, ETYPE, JobCancelledError
+from .errors import (EINVAL, EPERM, ERANGE, ETOOMANYERRORS, ETYPE, JobCancelledError,
+                     RuntimeBrokenError)
 from .aio import JobAio
 from .events import EventEmitter, Payload
 from .hostcpus import default_workers
@@ -385,8 +386,9 @@ class Job(EventEmitter, NoticeHandling):
         """A failure on this side of the job (a raising input iterator, an input that will not
         pickle, a bug, Ctrl-C): stop the job in the runtime and let it end there, so it holds no
         worker and no memory, keeping every result reported meanwhile; then say how it ended."""
-        link.cancel()
-        self._wind_down(link)
+        if not isinstance(exc, RuntimeBrokenError):  # a broken runtime holds nothing any more
+            link.cancel()
+            self._wind_down(link)
         if isinstance(exc, KeyboardInterrupt):
             self._set_run_status("cancelled")
             self.emit("cancel", Payload(job=self.id, address=self.id, reason="KeyboardInterrupt"))
