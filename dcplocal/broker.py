@@ -33,7 +33,7 @@ import zmq
 
 from . import codec, protocol, scheduling
 from .arena import (ARENA_MIN_BYTES, IDLE_SECONDS, Arena, ArenaMaps, Placed, RegionHolds,
-                    place_frames, placements, regions, restore_frames)
+                    high_fd, place_frames, placements, regions, restore_frames)
 from .errors import RuntimeBrokenError
 from .remote import Probe, Remote, locate
 from .supervisor import Supervisor
@@ -301,7 +301,9 @@ class Broker:
 
     def _make_probe(self) -> int:
         """An fd of ours for workers to try opening (-1: send them every input by socket)."""
-        return os.memfd_create("dcplocal-probe", os.MFD_CLOEXEC) if self.input_arena.enabled else -1
+        if not self.input_arena.enabled:
+            return -1
+        return high_fd(os.memfd_create("dcplocal-probe", os.MFD_CLOEXEC))
 
     def _dispatch(self, worker: bytes, task: Any) -> None:
         entry = self.jobs[task.job_id]

@@ -90,3 +90,36 @@ def pickle_point(x, kind):
 
 def unpickle_point(x, kind):
     return LateBomb(kind) if x == BAD else x * 2
+
+
+# ---- descriptors (issue 13, item 5) -------------------------------------------------------
+BIG = 64 * 1024          # float64 items in a large result: 512 KiB, the arena's path
+CLOSER, SCRIBBLER = 1, 3  # the slice that closes fds 0-2, the one that writes to "stdout"
+
+
+def big_result(x: int):
+    """A large array for every slice but 0 (whose small result opens no arena segment, so the
+    worker's first segment is opened after slice CLOSER ran)."""
+    import numpy as np
+    return np.full(BIG if x else 4, float(x) + 0.5)
+
+
+def fd_vandal(x: int, scratch: str):
+    """Slice CLOSER closes fds 0-2 and reopens only 0 (so a runtime fd opened next would take 1);
+    slice SCRIBBLER opens files for the free low numbers and writes to C-level stdout three
+    ways. Every slice but 0 returns a large array."""
+    if x == CLOSER:
+        for fd in (0, 1, 2):
+            os.close(fd)
+        os.open(os.path.join(scratch, "zero"), os.O_RDWR | os.O_CREAT)  # takes fd 0
+    elif x == SCRIBBLER:
+        for name in ("one", "two"):
+            os.open(os.path.join(scratch, name), os.O_RDWR | os.O_CREAT)
+        junk = b"\xff" * 4096
+        for _ in range(16):
+            os.write(1, junk)
+        libc = ctypes.CDLL(None)
+        libc.write(1, junk, len(junk))
+        libc.printf(b"%s\n", b"scribbled by a work function" * 64)
+        libc.fflush(None)
+    return big_result(x)
