@@ -20,7 +20,7 @@ import queue
 import shutil
 import tempfile
 import threading
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import zmq
 
@@ -189,6 +189,11 @@ class LocalRuntime:
 
     def worker_pids(self) -> List[int]:
         return self.query(lambda b: b.worker_pids())
+
+    def stats(self) -> Dict[str, Any]:
+        """What the runtime survived: messages dropped from peers, stale results, workers lost
+        to a stop or to silence, deaths before Ready in a row (see broker.Broker.stats)."""
+        return self.query(lambda b: b.stats())
 
     @property
     def broken(self) -> Optional[BaseException]:

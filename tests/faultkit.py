@@ -6,6 +6,7 @@ unpickling the work function itself (worker, before any slice runs).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -123,3 +124,69 @@ def fd_vandal(x: int, scratch: str):
         libc.printf(b"%s\n", b"scribbled by a work function" * 64)
         libc.fflush(None)
     return big_result(x)
+
+
+# ---- worker deaths, stops and rogue peers (issue 13, items 4, 7, 8) ------------------------
+def steady(x: int):
+    """A slice of ~10 ms that reports progress."""
+    time.sleep(0.01)
+    progress(1)  # noqa: F821 - a sandbox global
+    return x * 2
+
+
+def brief(x: int):
+    """A slice of ~2 ms."""
+    time.sleep(0.002)
+    return x * 2
+
+
+def chaos_square(x: int):
+    """A short slice (~3 µs: 2M of them are seconds of work) for the 2M-slice chaos job."""
+    total = 0
+    for k in range(32):
+        total += k * x
+    return total % 1_000_003
+
+
+def new_children(known: set, parent=None) -> list:
+    """Child processes of ``parent`` (default: this process) whose pids are not in ``known``."""
+    import psutil
+    parent = parent or psutil.Process()
+    return [child.pid for child in parent.children() if child.pid not in known]
+
+
+@contextlib.contextmanager
+def rogue_peer(runtime, identity: bytes = b"rogue"):
+    """A DEALER socket connected to ``runtime``'s broker as an unknown peer, closed afterwards.
+
+    The one place a test peer connects: once the broker authenticates its peers, this is where
+    a test gives it (or withholds) credentials."""
+    import zmq
+    runtime._ensure_started()
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.IDENTITY, identity)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(runtime._broker.address)
+    try:
+        yield socket
+    finally:
+        socket.close(linger=0)
+        context.term()
+
+
+def header(*fields) -> bytes:
+    """A message header as the codec writes one: ``[version, op, *fields]``."""
+    import json
+    from dcplocal.protocol import PROTOCOL_VERSION
+    return json.dumps([PROTOCOL_VERSION, *fields]).encode()
+
+
+def wait_for(predicate, timeout: float = 20.0, every: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return bool(predicate())

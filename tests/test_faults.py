@@ -385,16 +385,3 @@ def test_runtime_limits_are_validated(option, value):
     with pytest.raises(EINVAL, match=option):
         dcplocal.LocalRuntime(**{option: value})
 
-
-def test_a_work_function_that_reuses_fds_0_to_2_cannot_write_into_held_results(tmp_path):
-    import numpy as np
-    with dcplocal.LocalRuntime(workers=1) as rt:  # one worker: the slices run in order on it
-        job = compute.for_(0, 7, faultkit.fd_vandal, [str(tmp_path)])
-        job.scheduler = rt
-        job.initialSliceProfile = {"cpuHours": 1.0}  # one slice per task, run one after another
-        results = job.exec()
-        held = [np.array(r) for r in results]  # copies, compared again after the scribbling
-        for x in range(8):
-            assert np.array_equal(results[x], faultkit.big_result(x)), f"slice {x} corrupted"
-        assert all(np.array_equal(h, faultkit.big_result(x)) for x, h in enumerate(held))
-        assert (tmp_path / "one").stat().st_size > 0  # the writes went to the work function's files
