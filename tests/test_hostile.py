@@ -165,7 +165,7 @@ def test_a_slice_in_a_long_gil_holding_call_is_not_taken_for_stopped():
 
 
 # ---- rogue and silent peers, malformed messages (item 8) ----------------------------------
-def test_malformed_and_unexpected_messages_are_dropped_and_counted():
+def test_malformed_and_unexpected_messages_are_dropped_and_counted(caplog):
     with dcplocal.LocalRuntime(workers=2) as rt:
         with faultkit.rogue_peer(rt) as peer:
             bad = [b"\x00garbage", b"[]", b'{"a": 1}', b"[1, \"R\", 1]",  # version 1
@@ -193,6 +193,8 @@ def test_malformed_and_unexpected_messages_are_dropped_and_counted():
         assert stats["dropped_messages"] == len(bad) + 1
         assert stats["stale_results"] >= 1
         assert rt.broken is None
+    logged = [r for r in caplog.records if r.name == "dcplocal" and "dropped" in r.getMessage()]
+    assert len(logged) == 1  # logged once, counted always
 
 
 def test_a_peer_that_takes_tasks_and_goes_silent_is_taken_for_lost(monkeypatch):
