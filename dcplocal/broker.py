@@ -180,21 +180,7 @@ class Broker:
         now = time.monotonic()
         self.liveness.heard_from(identity[:-3] if identity.endswith(b"/hb") else identity, now)
         if isinstance(msg, protocol.TaskDone):
-            self._check_task_done(identity, msg)
-            self.inputs.task_done(identity, msg.task_id)
-            try:
-                payload = restore_frames(frames[2:], {
-                    index: self.arena_maps.resolve(identity, where)
-                    for index, where in placements(msg.placed)})
-            except (ValueError, TypeError, StopIteration) as exc:  # e.g. a late message of a
-                # forgotten worker, or one whose frames do not add up
-                raise codec.ProtocolError(str(exc)) from exc
-            accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors,
-                                                     now, leaving=msg.leaving)
-            entry = self.jobs.get(msg.job_id)
-            if accepted and entry is not None:
-                entry.sink.put(("done", msg, payload, self.scheduler.status(msg.job_id)))
-            self._perform(out)
+            self._task_done(identity, msg, frames, now)
         elif isinstance(msg, protocol.SegmentOpened):
             self._send(identity, protocol.SegmentMapped(msg.segment_id,
                                                         self._map_segment(identity, msg)))
@@ -221,16 +207,33 @@ class Broker:
         else:
             raise codec.ProtocolError(f"{type(msg).__name__} is not a message a worker sends")
 
-    def _check_task_done(self, identity: bytes, msg: protocol.TaskDone) -> None:
+    def _task_done(self, identity: bytes, msg: protocol.TaskDone, frames: List[Any],
+                   now: float) -> None:
         """A result must match the task its worker runs (a mismatch would file results under the
-        wrong slices or job); one for a task it does not run is stale, the scheduler counts it."""
+        wrong slices or job); one for a task it does not run is stale, the scheduler counts it.
+        A worker whose result for its running task cannot be taken is lost: that task would
+        otherwise wait for it forever."""
         task = self.scheduler.running(identity)
-        if task is None or task.task_id != msg.task_id:
-            return
-        if ((msg.job_id, msg.first, msg.count) != (task.job_id, task.first, task.count)
-                or not 0 <= msg.errors <= task.count or msg.elapsed < 0):
-            raise codec.ProtocolError(f"a TaskDone that does not match task {task.task_id} "
-                                      f"(slices {task.first}+{task.count} of job {task.job_id})")
+        current = task is not None and task.task_id == msg.task_id
+        self.inputs.task_done(identity, msg.task_id)
+        try:
+            if current and ((msg.job_id, msg.first, msg.count) != (task.job_id, task.first, task.count)
+                            or not 0 <= msg.errors <= task.count or msg.elapsed < 0):
+                raise codec.ProtocolError(f"a TaskDone that does not match its task {msg.task_id}")
+            payload = restore_frames(frames[2:], {
+                index: self.arena_maps.resolve(identity, where)
+                for index, where in placements(msg.placed)})
+        except (ValueError, TypeError, StopIteration, codec.ProtocolError) as exc:  # e.g. a late
+            # message of a forgotten worker, or one whose frames do not add up
+            if current:
+                self._lose(identity, f"its result could not be taken: {exc}", now)
+            raise codec.ProtocolError(str(exc)) from exc
+        accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors,
+                                                 now, leaving=msg.leaving)
+        entry = self.jobs.get(msg.job_id)
+        if accepted and entry is not None:
+            entry.sink.put(("done", msg, payload, self.scheduler.status(msg.job_id)))
+        self._perform(out)
 
     def _map_segment(self, identity: bytes, msg: protocol.SegmentOpened) -> bool:
         pid = self.supervisor.pid(identity)
@@ -351,9 +354,13 @@ class Broker:
             return
         holding = {worker: task.started_at for worker, task in self.scheduler.busy.items()}
         for worker, reason in self.liveness.lost(holding, self.supervisor.pid, now):
-            self._perform(self.scheduler.worker_lost(worker, reason, now))  # kills it
-            if self.supervisor.pid(worker) is None:  # no exit will be reported: forget it now
-                self._forget(worker)
+            self._lose(worker, reason, now)
+
+    def _lose(self, worker: bytes, reason: str, now: float) -> None:
+        """Take a live worker's tasks back (without an attempt) and kill it."""
+        self._perform(self.scheduler.worker_lost(worker, reason, now))
+        if self.supervisor.pid(worker) is None:  # not ours: no exit will be reported, forget it
+            self._forget(worker)
 
     def _replenish(self) -> None:
         while len(self.supervisor) < self.target_workers:

@@ -214,6 +214,34 @@ def test_a_peer_that_takes_tasks_and_goes_silent_is_taken_for_lost(monkeypatch):
         assert stats["dropped_messages"] == 1
 
 
+def test_a_peer_whose_result_does_not_match_its_task_is_lost_at_once(monkeypatch):
+    from dcplocal import codec, protocol
+    monkeypatch.setattr(health, "SILENT_PEER_SECONDS", 3600.0)  # only the mismatch can free it
+    with dcplocal.LocalRuntime(workers=1) as rt:
+        with faultkit.rogue_peer(rt) as peer:
+            peer.send(faultkit.header("R", os.getpid(), False, False))
+            job = compute.for_(0, 99, faultkit.brief)
+            job.scheduler = rt
+            job.maxAttempts = 1
+            answered = threading.Event()
+
+            def answer_wrongly():
+                while peer.poll(30_000):
+                    msg = codec.decode(peer.recv_multipart()[0])
+                    if isinstance(msg, protocol.Task):
+                        peer.send(faultkit.header("D", msg.task_id, msg.job_id, msg.first + 1,
+                                                  msg.count, 0.001, 0))
+                        answered.set()
+                        return
+            thread = threading.Thread(target=answer_wrongly)
+            thread.start()
+            results = job.exec()
+            thread.join()
+            assert answered.is_set()
+            assert list(results) == [x * 2 for x in range(100)]
+            assert rt.stats()["dropped_messages"] == 1
+
+
 # ---- descriptors the work function cannot reach (item 5) ----------------------------------
 def test_a_work_function_that_reuses_fds_0_to_2_cannot_write_into_held_results(tmp_path):
     with dcplocal.LocalRuntime(workers=1) as rt:  # one worker: the slices run in order on it
