@@ -178,7 +178,9 @@ class Broker:
         identity = frames[0].bytes
         msg = intake.decode(frames)
         now = time.monotonic()
-        self.liveness.heard_from(identity[:-3] if identity.endswith(b"/hb") else identity, now)
+        worker = identity[:-3] if identity.endswith(b"/hb") else identity
+        if worker in self.scheduler.workers:  # (not every identity: a flood of strangers)
+            self.liveness.heard_from(worker, now)
         if isinstance(msg, protocol.TaskDone):
             self._task_done(identity, msg, frames, now)
         elif isinstance(msg, protocol.SegmentOpened):
@@ -217,8 +219,9 @@ class Broker:
         current = task is not None and task.task_id == msg.task_id
         self.inputs.task_done(identity, msg.task_id)
         try:
-            if current and ((msg.job_id, msg.first, msg.count) != (task.job_id, task.first, task.count)
-                            or not 0 <= msg.errors <= task.count or msg.elapsed < 0):
+            if task is not None and current and (
+                    (msg.job_id, msg.first, msg.count) != (task.job_id, task.first, task.count)
+                    or not 0 <= msg.errors <= task.count or msg.elapsed < 0):
                 raise codec.ProtocolError(f"a TaskDone that does not match its task {msg.task_id}")
             payload = restore_frames(frames[2:], {
                 index: self.arena_maps.resolve(identity, where)
