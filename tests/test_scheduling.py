@@ -586,3 +586,35 @@ def test_a_worker_cannot_fail_more_slices_than_its_task_had():
     sim.complete("w0", errors=99)  # a 1-slice task: counts as one failure
     sim.run_all()
     assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_deaths_losses_and_results_keep_the_invariants_and_resolve_every_slice(seed):
+    """Chaos in the simulator: workers die (killed, or lost while alive) at random between
+    results; every step is validated (Checked), and the job still resolves every slice once."""
+    import random
+    rng = random.Random(seed)
+    sim = Sim(workers=3)
+    sim.submit(5000, max_attempts=1000)
+    resolved = []
+    serial = 3
+    for _ in range(10_000):
+        if not sim.running:
+            break
+        worker = rng.choice(sorted(sim.running))
+        roll = rng.random()
+        if roll < 0.8:
+            task = sim.complete(worker, slice_s=1e-4)
+            resolved += range(task.first, task.first + task.count)
+            continue
+        sim.lose(worker)
+        if roll < 0.9:  # killed: its exit is what the scheduler hears
+            sim.take(sim.sched.remove_worker(worker, -9, sim.now))
+        else:           # lost while alive (stopped, silent), then its exit
+            sim.take(sim.sched.worker_lost(worker, "stopped", sim.now))
+            sim.take(sim.sched.remove_worker(worker, -9, sim.now))
+        sim.take(sim.sched.add_worker(f"w{serial}", sim.now))
+        serial += 1
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+    assert sorted(resolved) == list(range(5000))
+    assert of(s.SliceFailed, sim.out) == []
