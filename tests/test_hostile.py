@@ -123,6 +123,28 @@ def test_a_runtime_whose_workers_cannot_start_fails_clearly_within_the_window(mo
         assert time.monotonic() - started >= 2.0  # not before the window
 
 
+def test_results_reported_before_the_runtime_breaks_are_all_kept(monkeypatch):
+    monkeypatch.setattr(health, "NO_WORKER_SECONDS", 1.0)
+    with dcplocal.LocalRuntime(workers=2) as rt:
+        job = compute.for_(0, 999, faultkit.steady)
+        job.scheduler = rt
+        seen = []
+
+        def break_workers(ev):
+            seen.append(ev.sliceNumber - 1)
+            if len(seen) == 30:  # from now on no worker can start, and the running ones die
+                rt.call(lambda b: b.supervisor.worker_args.append("--no-such-option"))
+                rt.query(lambda b: None)  # (after that change)
+                for pid in rt.worker_pids():
+                    os.kill(pid, signal.SIGKILL)
+        job.on("result", break_workers)
+        with pytest.raises(RuntimeBrokenError):
+            job.exec()
+        kept = [i for i in range(1000) if job.results.isAvailable(i)]
+        assert set(seen) <= set(kept) and len(kept) >= 30
+        assert [job.results[i] for i in kept] == [i * 2 for i in kept]
+
+
 # ---- stopped is not slow (item 7) ----------------------------------------------------------
 def test_a_stopped_worker_is_killed_and_its_slices_rerun_without_an_attempt():
     with dcplocal.LocalRuntime(workers=2) as rt:
