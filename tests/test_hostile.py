@@ -219,6 +219,22 @@ def test_malformed_and_unexpected_messages_are_dropped_and_counted(caplog):
     assert len(logged) == 1  # logged once, counted always
 
 
+def test_a_real_workers_segment_with_a_bogus_fd_is_refused_not_fatal():
+    from dcplocal import protocol
+    with dcplocal.LocalRuntime(workers=1) as rt:
+        warm = compute.for_(0, 3, lambda x: x)
+        warm.scheduler = rt
+        assert list(warm.exec()) == [0, 1, 2, 3]  # a worker is Ready
+        identity = rt.query(lambda b: next(iter(b.ready)))
+        for fd in (99999, -1, 0, 1, 2, 3):  # absent, negative, /dev/null, pipes or ttys, ...
+            answer = rt.query(lambda b: b._map_segment(identity, protocol.SegmentOpened(900 + fd, fd)))
+            assert answer is False
+        job = compute.for_(0, 9, lambda x: x * 3)
+        job.scheduler = rt
+        assert list(job.exec()) == [x * 3 for x in range(10)]
+        assert rt.broken is None
+
+
 def test_a_peer_that_takes_tasks_and_goes_silent_is_taken_for_lost(monkeypatch):
     monkeypatch.setattr(health, "SILENT_PEER_SECONDS", 1.0)
     with dcplocal.LocalRuntime(workers=1) as rt:
