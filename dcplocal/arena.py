@@ -35,7 +35,6 @@ import bisect
 import collections
 import mmap
 import os
-import sys
 import threading
 import time
 import weakref
@@ -43,10 +42,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-try:
-    import fcntl
-except ImportError:  # not a POSIX system: there is no arena there either (no memfd)
-    fcntl = None  # type: ignore[assignment]
+from .fds import high_fd, map_fd
 
 #: Frames at least this large travel through the arena. Below it a socket copy is cheap and a
 #: region's bookkeeping (finalizer, release message) is not worth it.
@@ -55,47 +51,6 @@ ARENA_MIN_BYTES = 256 * 1024
 SEGMENT_BYTES = 64 * 1024 * 1024
 #: A wholly free segment is closed after this long unused (warm memory for the next job first).
 IDLE_SECONDS = 60.0
-
-
-#: Descriptors the runtime keeps open sit at or above this number. A work function may close
-#: and reopen fds 0-2 (or any low number); the kernel hands out the lowest free number, so a
-#: segment opened after that would take fd 1, and C-level writes to "stdout" would land inside
-#: results the client already holds. Up here, a number is only ever ours until we close it.
-HIGH_FD = 100
-
-
-def high_fd(fd: int) -> int:
-    """``fd`` moved to the lowest free number >= `HIGH_FD` (close-on-exec); the original is
-    closed. Where the move fails (a tiny RLIMIT_NOFILE), the original is kept."""
-    try:
-        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
-    except (OSError, AttributeError):
-        return fd
-    os.close(fd)
-    return moved
-
-
-def map_fd(fd: int, length: int, below: int = HIGH_FD, **options: Any) -> mmap.mmap:
-    """``mmap.mmap(fd, length, **options)`` whose own copy of ``fd`` stays off the low numbers.
-
-    Before Python 3.13 (``trackfd=False``) an mmap keeps a dup of its file at the lowest free
-    number: fd 1, once a work function closed it, and then "stdout" writes go into the file.
-    So every free number below ``below`` is held while it maps (~50 µs for 85 of them, once per
-    segment)."""
-    if sys.version_info >= (3, 13):
-        return mmap.mmap(fd, length, trackfd=False, **options)
-    held: List[int] = []
-    try:
-        while True:
-            spare = os.dup(fd)
-            if spare >= below:
-                os.close(spare)
-                break
-            held.append(spare)
-        return mmap.mmap(fd, length, **options)
-    finally:
-        for spare in held:
-            os.close(spare)
 
 
 def retain_bytes() -> int:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from .arena import (ARENA_MIN_BYTES, Arena, Placed, RegionHolds, high_fd, place_frames,
-                    regions)
+from .arena import ARENA_MIN_BYTES, Arena, Placed, RegionHolds, place_frames, regions
+from .fds import high_fd
 from .remote import Probe, Remote, locate
 
 
