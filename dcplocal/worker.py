@@ -17,18 +17,16 @@ they arrive and starts the next one as soon as it has sent a result::
       | --- SegmentsClosed ------>|   (idle arena segments given back to the system)
       | <-- DropJob / Stop ------ |
 
-A second DEALER on a thread sends ``Heartbeat`` facts about the running slice: every
-``LIVENESS_SECONDS`` while a task runs (a sign of life for a broker that cannot see this process,
-see health.py), and every ``interval`` seconds when a job asks for a watchdog (progress or slice
-timeout); it keeps ticking while the work function spins in pure Python, because the GIL is
-handed over every few ms. It is started before Ready, so its descriptors are taken before any
-work function can close fds 0-2 and leave those numbers free.
+A second DEALER, on a thread, sends ``Heartbeat`` facts about the running slice (heartbeat.py):
+a sign of life while any task runs, and watchdog facts for jobs with a progress or slice timeout.
+It is started before Ready, so its descriptors are taken before any work function runs.
 
 Process hygiene: the worker asks the kernel to SIGKILL it when its parent dies, and leads its
 own process group so the supervisor can kill it together with any children its work function
 started, and so a Ctrl-C at the terminal reaches the client only.
 
-Imports: protocol, codec, arena, remote, sandbox, inputs (worker side only) — never the user API.
+Imports: protocol, codec, arena, remote, heartbeat, sandbox, inputs (worker side only) — never
+the user API.
 """
 from __future__ import annotations
 
@@ -38,7 +36,6 @@ import ctypes
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -53,12 +50,9 @@ from .remote import read as read_remote
 # so a warm job's first slice on this worker does not pay ~6 ms of imports.
 from . import inputs  # noqa: F401
 from .errors import ERESULTTOOBIG
+from .heartbeat import Heartbeat
 from .sandbox import SandboxEnvironment, _running, describe_error, load_work, run_batch
 
-#: While a task runs, a heartbeat goes out at least this often, whatever the job: the broker
-#: takes a peer it cannot watch as lost after health.SILENT_PEER_SECONDS of silence (30 beats).
-#: One wake-up a second costs nothing; no task pays for it (the thread is not woken per task).
-LIVENESS_SECONDS = 1.0
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -139,67 +133,6 @@ class _LoadedJob:
             self.error = exc
 
 
-class _Heartbeat(threading.Thread):
-    """Sends facts about the running slice: every ``interval`` s while a task of a watched job
-    runs, every LIVENESS_SECONDS while any other task runs."""
-
-    def __init__(self, context: Any, address: str, identity: bytes) -> None:
-        super().__init__(name="dcplocal-heartbeat", daemon=True)
-        import zmq
-
-        self.socket = context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.IDENTITY, identity + b"/hb")
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(address)
-        self.task_id = 0          # 0 = no task running
-        self.interval = 0.0       # 0 = the running task's job has no watchdog
-        self.wake = threading.Event()
-        self.stopping = False
-        # the running slice as of the last beat: which task and slice, since when, progress calls
-        self.watched, self.slice_index, self.calls = 0, -1, -1
-        self.slice_since = self.progress_since = 0.0
-
-    def watch(self, task_id: int, interval: float) -> None:
-        """A task starts (``interval``: its job's watchdog period, 0 for none) or, with
-        ``task_id`` 0, ends. Only a watched task wakes the thread: it must sample at once."""
-        self.task_id, self.interval = task_id, interval
-        if interval:
-            self.wake.set()
-
-    def close(self) -> None:
-        """Stop the thread, which closes its socket (the context cannot end while it is open)."""
-        self.stopping = True
-        self.wake.set()
-        self.join(timeout=2.0)
-
-    def run(self) -> None:
-        while not self.stopping:
-            task_id, interval = self.task_id, self.interval
-            if task_id:
-                self._beat(task_id)
-            if task_id and interval:
-                time.sleep(interval)
-            else:
-                self.wake.wait(LIVENESS_SECONDS)
-                self.wake.clear()
-        self.socket.close(linger=0)
-
-    def _beat(self, task_id: int) -> None:
-        """Send one Heartbeat (the clocks between beats are this thread's own attributes)."""
-        now = time.monotonic()
-        index, seen_calls = _running.slice_index, _running.progress_calls
-        # a new task may start at the same slice index (another job's slice 0): new clocks
-        if index != self.slice_index or task_id != self.watched:
-            self.watched, self.slice_index = task_id, index
-            self.slice_since = self.progress_since = now
-            self.calls = seen_calls
-        elif seen_calls != self.calls:
-            self.calls, self.progress_since = seen_calls, now
-        beat = protocol.Heartbeat(task_id, index, now - self.slice_since, now - self.progress_since,
-                                  _running.progress_value, seen_calls)
-        self.socket.send(codec.encode(beat))
-
-
 class Worker:
     def __init__(self, address: str, identity: bytes, recycle_slices: int = 0,
                  recycle_rss: int = 0, arena_idle_seconds: float = IDLE_SECONDS,
@@ -214,7 +147,7 @@ class Worker:
         self.socket.setsockopt(zmq.LINGER, 1000)
         self.socket.connect(address)
         self.jobs: Dict[str, _LoadedJob] = {}
-        self.heartbeat: Optional[_Heartbeat] = None
+        self.heartbeat: Optional[Heartbeat] = None
         self.recycle_slices, self.recycle_rss = recycle_slices, recycle_rss
         self.slices_run = 0
         # Under a memory limit, the segments the client holds must not take our address space.
@@ -237,7 +170,7 @@ class Worker:
         self.socket.send_multipart([codec.encode(msg), *frames], copy=False)
 
     def serve(self) -> None:
-        self.heartbeat = _Heartbeat(self.context, self.address, self.identity)
+        self.heartbeat = Heartbeat(self.context, self.address, self.identity)
         self.heartbeat.start()
         try:
             self._serve()

@@ -12,7 +12,8 @@ KERNELS = ROOT / "kernels"
 
 USER_API = {"compute", "job", "results", "ranges", "distributions", "events", "jobinputs",
             "requirements"}
-WORKER_SIDE = {"worker", "sandbox", "inputs", "protocol", "codec", "errors", "arena", "remote"}
+WORKER_SIDE = {"worker", "sandbox", "inputs", "protocol", "codec", "errors", "arena", "remote",
+               "heartbeat", "fds"}
 
 
 def imports_of(path: pathlib.Path) -> set:
