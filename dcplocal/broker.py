@@ -16,35 +16,33 @@ reported by the supervisor), ``_tick`` (timeouts). The broker never unpickles a 
 input and event frames pass through untouched, except that a frame a worker placed in its arena
 is handed on as a view of that shared memory (``ArenaMaps``), and a large input frame goes as its
 address here, for the worker to read itself (remote.py), or else as a region of the client's own
-arena (``input_arena``; see arena.py).
+arena (see transfers.py). Whether a worker is lost or none can be kept alive is health.py's
+judgement; whether a peer's message can be trusted at all is intake.py's.
 
 Must not know: the user API, the work function, what a result means.
 """
 from __future__ import annotations
 
-import os
+import logging
 import queue
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import zmq
 
-from . import codec, features, protocol, scheduling
-from .arena import (ARENA_MIN_BYTES, IDLE_SECONDS, Arena, ArenaMaps, Placed, RegionHolds,
-                    place_frames, placements, regions, restore_frames)
+from . import codec, health, intake, protocol, scheduling
+from .arena import IDLE_SECONDS, ArenaMaps, placements, restore_frames
 from .errors import RuntimeBrokenError
 from .peerauth import PlainTokens, ZapHandler, plain_server
 from .poolsize import PoolSize
-from .remote import Probe, Remote, locate
 from .supervisor import Supervisor
+from .transfers import InputTransport, Prepared
+
+_log = logging.getLogger("dcplocal")
 
 #: Timeouts and cancel grace are checked this often; 50 ms keeps a 1 s cancel promise with room.
 TICK_SECONDS = 0.05
-#: Workers that die before saying Ready this many times in a row mean the runtime cannot start
-#: workers at all (bad interpreter, import error): fail loudly instead of respawning forever.
-MAX_EARLY_DEATHS = 3
 #: Workers above the runtime's warm size (a localExec(n) beyond it) retire after this long with
 #: no job wanting them: long enough for a script's next job to find them warm, short enough
 #: that a shared node gets its memory back.
@@ -58,18 +56,6 @@ class Submission:
     info: scheduling.JobInfo
     work_frames: List[Any]          # [cloudpickled work, cloudpickled args, *pickled spec frames]
     options: Dict[str, Any] = field(default_factory=dict)
-
-
-class Prepared(NamedTuple):
-    """A chunk's large frames made ready on the client's thread (see `Broker.prepare_inputs`):
-    ``frames`` without those, and where each is — in the input arena (``placed``) or, for
-    workers that read the client's memory themselves, at an address here (``remote``)."""
-
-    frames: List[Any]
-    placed: Placed = ()
-    remote: Remote = ()
-    #: the arena ``placed`` is in (a runtime restarted in between has a new one)
-    arena: Optional[Arena] = None
 
 
 class _Entry:
@@ -101,28 +87,18 @@ class Broker:
         self.router.bind(address)
         self.address = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.scheduler = scheduling.Scheduler()
-        # Large input frames: a worker that may read our memory (the memory probe, by address)
-        # reads them itself; otherwise they are copied into this arena, for workers that may
-        # open one of our memfds (the fd probe, by number).
-        self.input_arena = Arena(lambda segment_id, fd: True, idle_seconds=arena_idle_seconds)
-        self.input_arena.enabled &= features.enabled("memfd")
-        self.input_holds = RegionHolds(self.input_arena)
-        self.maps_inputs: set = set()
-        self._probe_fd = self._make_probe()
-        self.reads_inputs: set = set()
-        #: worker -> {task id: the chunk frames it may read}: kept alive until that task's
-        #: TaskDone or the worker's exit, even past its job's end (a queued task still runs)
-        self.remote_holds: Dict[bytes, Dict[int, List[Any]]] = {}
-        self._memory_probe = Probe()
-        worker_args = [*worker_args, "--parent-probe-fd", str(self._probe_fd),
-                       *self._memory_probe.args()]
+        self.inputs = InputTransport(arena_idle_seconds)  # large input frames (transfers.py)
+        worker_args = [*worker_args, *self.inputs.worker_args()]
         self.supervisor = Supervisor(self.address, loop, self._on_worker_exit, worker_args,
                                      tokens=self.tokens)
         self.jobs: Dict[str, _Entry] = {}
         self.ready: set = set()
         #: how many workers to have: the warm pool, job demand, surplus retirement
         self.pool = PoolSize(keep_workers, worker_idle_seconds)
-        self.early_deaths = 0
+        self.respawns = health.Respawns()       # backoff, and when no worker can be kept alive
+        self._respawn_timer: Optional[Any] = None
+        self.liveness = health.Liveness()       # stopped workers, silent peers
+        self.drops = intake.Drops()             # messages no peer should have sent
         self.broken: Optional[BaseException] = None
         self.arena_maps = ArenaMaps(self._releases_queued)
         self.arena_warned = False
@@ -149,33 +125,23 @@ class Broker:
         self._guard(lambda: self._perform(self.scheduler.cancel(job_id, time.monotonic())))
 
     def prepare_inputs(self, frames: List[Any]) -> Optional[Prepared]:
-        """Ready a chunk's large frames for the workers (any thread: the arena locks).
-
-        Once a worker has said it can read our memory, nothing is copied: it reads each frame
-        itself (remote.py). Before that, or if none can, the frames are copied into the input
-        arena. None: the chunk has no large frame."""
-        if self.reads_inputs:
-            kept, remote = place_frames(frames, locate, ARENA_MIN_BYTES)
-            return Prepared(kept, remote=remote) if remote else None
-        arena = self.input_arena
-        kept, placed = place_frames(frames, arena.place, arena.min_bytes)
-        return Prepared(kept, placed=placed, arena=arena) if placed else None
+        """`InputTransport.prepare`, from the client's thread."""
+        return self.inputs.prepare(frames)
 
     def feed(self, job_id: str, first: int, count: int, frames: List[Any],
              prepared: Optional[Prepared] = None) -> None:
         """A chunk of input; ``prepared``: what `prepare_inputs` made of it."""
-        if prepared is not None and prepared.arena not in (None, self.input_arena):
-            prepared = None  # readied by the broker before ours: its regions are not ours
+        prepared = self.inputs.accept(prepared)
         entry = self.jobs.get(job_id)
         if entry is None:
             if prepared is not None:
-                self.input_arena.release(regions(prepared.placed))
+                self.inputs.discard(prepared, held=False)
             return
         if count:
             entry.chunks[first] = frames  # keeps the buffers that ``remote`` points into alive
             if prepared is not None:
                 entry.prepared[first] = prepared
-                self.input_holds.hold(regions(prepared.placed))
+                self.inputs.hold(prepared)
         self._guard(lambda: self._perform(
             self.scheduler.input_arrived(job_id, first, count, time.monotonic())))
 
@@ -191,6 +157,14 @@ class Broker:
         """Our processes that are not workers (the reaper)."""
         return list(self.supervisor.helper_pids())
 
+    def stats(self) -> Dict[str, Any]:
+        """Counters of what went wrong and was survived (for `LocalRuntime.stats`)."""
+        return {"workers_ready": len(self.ready), "dropped_messages": self.drops.count,
+                "last_dropped": self.drops.last, "stale_results": self.scheduler.stale_results,
+                "stopped_workers_lost": self.liveness.stopped_found,
+                "silent_workers_lost": self.liveness.silent_found,
+                "early_deaths_in_a_row": self.respawns.early_deaths}
+
     # ---- the loop's own steps ---------------------------------------------------------------
     def _guard(self, step: Any) -> None:
         """Run one step; any exception in the broker itself breaks the runtime, loudly."""
@@ -203,8 +177,11 @@ class Broker:
             self._break(exc)
 
     def _break(self, exc: BaseException) -> None:
-        self.broken = RuntimeBrokenError(f"the dcplocal broker failed: {type(exc).__name__}: {exc}")
-        self.broken.__cause__ = exc
+        if isinstance(exc, RuntimeBrokenError):
+            self.broken = exc
+        else:
+            self.broken = RuntimeBrokenError(f"the dcplocal broker failed: {type(exc).__name__}: {exc}")
+            self.broken.__cause__ = exc
         for entry in self.jobs.values():
             entry.sink.put(("broken", self.broken))
         self.jobs.clear()
@@ -215,9 +192,8 @@ class Broker:
                 frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
                 try:
                     self._handle(frames)
-                except codec.ProtocolError as exc:  # a stray or stale peer: drop its message
-                    print(f"dcplocal broker: dropped a message from {frames[0].bytes!r}: {exc}",
-                          file=sys.stderr)
+                except codec.ProtocolError as exc:  # a stray, stale or hostile peer: never fatal
+                    self.drops.drop(frames[0].bytes, exc)
         except zmq.Again:
             pass
         except Exception as exc:  # noqa: BLE001
@@ -225,45 +201,67 @@ class Broker:
 
     def _handle(self, frames: List[Any]) -> None:
         identity = frames[0].bytes
-        msg = codec.decode(frames[1].bytes)
+        msg = intake.decode(frames)
         now = time.monotonic()
+        worker = identity[:-3] if identity.endswith(b"/hb") else identity
+        if worker in self.scheduler.workers:  # (not every identity: a flood of strangers)
+            self.liveness.heard_from(worker, now)
         if isinstance(msg, protocol.TaskDone):
-            self.remote_holds.get(identity, {}).pop(msg.task_id, None)
-            try:
-                payload = restore_frames(frames[2:], {
-                    index: self.arena_maps.resolve(identity, where)
-                    for index, where in placements(msg.placed)})
-            except (ValueError, TypeError, StopIteration) as exc:  # e.g. a late message of a
-                # forgotten worker, or one whose frames do not add up
-                raise codec.ProtocolError(str(exc)) from exc
-            accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors,
-                                                     now, leaving=msg.leaving)
-            entry = self.jobs.get(msg.job_id)
-            if accepted and entry is not None:
-                entry.sink.put(("done", msg, payload, self.scheduler.status(msg.job_id)))
-            self._perform(out)
+            self._task_done(identity, msg, frames, now)
         elif isinstance(msg, protocol.SegmentOpened):
             self._send(identity, protocol.SegmentMapped(msg.segment_id,
                                                         self._map_segment(identity, msg)))
         elif isinstance(msg, protocol.SegmentsClosed):
             self.arena_maps.closed(identity, msg.segment_ids)
         elif isinstance(msg, protocol.InputsReleased):
-            self.input_holds.drop([(seg_id, offset) for seg_id, offset in msg.regions], identity)
+            self.inputs.released(identity, msg.regions)
         elif isinstance(msg, protocol.Heartbeat):
             self.scheduler.heartbeat(identity[:-3], msg.task_id, msg.slice_index, msg.slice_age,
                                      msg.progress_age, msg.progress, msg.progress_calls, now)
         elif isinstance(msg, (protocol.Console, protocol.WorkEvent)):
+            if not any(task.job_id == msg.job_id for task in self.scheduler.queues.get(identity, ())):
+                raise codec.ProtocolError(f"an event of job {msg.job_id!r}, which it runs no task of")
             entry = self.jobs.get(msg.job_id)
             if entry is not None:
                 entry.sink.put(("event", msg, frames[2:]))
         elif isinstance(msg, protocol.Ready):
+            if identity in self.ready or identity in self.scheduler.workers:
+                raise codec.ProtocolError("Ready again")  # would orphan the tasks it holds
             self.ready.add(identity)
-            if msg.maps_inputs:
-                self.maps_inputs.add(identity)
-            if msg.reads_inputs:
-                self.reads_inputs.add(identity)
-            self.early_deaths = 0
+            self.inputs.ready(identity, msg.maps_inputs, msg.reads_inputs)
+            self.respawns.ready()
             self._perform(self.scheduler.add_worker(identity, now))
+        else:
+            raise codec.ProtocolError(f"{type(msg).__name__} is not a message a worker sends")
+
+    def _task_done(self, identity: bytes, msg: protocol.TaskDone, frames: List[Any],
+                   now: float) -> None:
+        """A result must match the task its worker runs (a mismatch would file results under the
+        wrong slices or job); one for a task it does not run is stale, the scheduler counts it.
+        A worker whose result for its running task cannot be taken is lost: that task would
+        otherwise wait for it forever."""
+        task = self.scheduler.running(identity)
+        current = task is not None and task.task_id == msg.task_id
+        self.inputs.task_done(identity, msg.task_id)
+        try:
+            if task is not None and current and (
+                    (msg.job_id, msg.first, msg.count) != (task.job_id, task.first, task.count)
+                    or not 0 <= msg.errors <= task.count or msg.elapsed < 0):
+                raise codec.ProtocolError(f"a TaskDone that does not match its task {msg.task_id}")
+            payload = restore_frames(frames[2:], {
+                index: self.arena_maps.resolve(identity, where)
+                for index, where in placements(msg.placed)})
+        except (ValueError, TypeError, StopIteration, codec.ProtocolError) as exc:  # e.g. a late
+            # message of a forgotten worker, or one whose frames do not add up
+            if current:
+                self._lose(identity, f"its result could not be taken: {exc}", now)
+            raise codec.ProtocolError(str(exc)) from exc
+        accepted, out = self.scheduler.task_done(identity, msg.task_id, msg.elapsed, msg.errors,
+                                                 now, leaving=msg.leaving)
+        entry = self.jobs.get(msg.job_id)
+        if accepted and entry is not None:
+            entry.sink.put(("done", msg, payload, self.scheduler.status(msg.job_id)))
+        self._perform(out)
 
     def _map_segment(self, identity: bytes, msg: protocol.SegmentOpened) -> bool:
         pid = self.supervisor.pid(identity)
@@ -272,11 +270,13 @@ class Broker:
                 raise ProcessLookupError(f"no process for worker {identity!r}")
             self.arena_maps.map(identity, pid, msg.segment_id, msg.fd)
             return True
+        except ValueError:  # a bogus fd: an empty file, say; its results take the socket
+            return False
         except OSError as exc:
             if isinstance(exc, PermissionError) and not self.arena_warned:  # not just a death
                 self.arena_warned = True
-                print(f"dcplocal broker: cannot map a worker's result arena ({exc}); its large "
-                      f"results travel through the socket instead", file=sys.stderr)
+                _log.warning("cannot map a worker's result arena (%s); its large results "
+                             "travel through the socket instead", exc)
             return False
 
     def _releases_queued(self) -> None:
@@ -312,7 +312,7 @@ class Broker:
                     entry.chunks.pop(ins.chunk_first, None)
                     prepared = entry.prepared.pop(ins.chunk_first, None)
                     if prepared is not None:
-                        self.input_holds.drop(regions(prepared.placed))
+                        self.inputs.discard(prepared)
             elif isinstance(ins, scheduling.SliceFailed):
                 self.jobs[ins.job_id].sink.put(("failed", ins))
             elif isinstance(ins, scheduling.KillWorker):
@@ -321,44 +321,38 @@ class Broker:
                 self._send(ins.worker, protocol.DropJob(ins.job_id))
             elif isinstance(ins, scheduling.JobEnded):
                 entry = self.jobs.pop(ins.job_id)
-                entry.sink.put(("ended", ins.outcome))
-
-    def _make_probe(self) -> int:
-        """An fd of ours for workers to try opening (-1: send them every input by socket)."""
-        return os.memfd_create("dcplocal-probe", os.MFD_CLOEXEC) if self.input_arena.enabled else -1
+                # a job refused before it ran (an invalid JobInfo) raises its error in the client
+                entry.sink.put(("broken", ins.error) if ins.error else ("ended", ins.outcome))
 
     def _dispatch(self, worker: bytes, task: Any) -> None:
         entry = self.jobs[task.job_id]
         chunk: List[Any] = []
-        placed: Placed = ()
-        remote: Remote = ()
+        placed: Any = ()
+        remote: Any = ()
         if task.chunk_first >= 0:
-            chunk = entry.chunks[task.chunk_first]
-            prepared = entry.prepared.get(task.chunk_first, Prepared(chunk))
-            if prepared.remote and worker in self.reads_inputs:
-                self.remote_holds.setdefault(worker, {})[task.task_id] = chunk
-                chunk, remote = prepared.frames, prepared.remote
-            elif prepared.placed and worker in self.maps_inputs:
-                chunk, placed = prepared.frames, prepared.placed
-                self.input_holds.hold(regions(placed), worker)
+            chunk, placed, remote = self.inputs.for_task(
+                worker, task.task_id, entry.chunks[task.chunk_first],
+                entry.prepared.get(task.chunk_first))
         self._send(worker, protocol.Task(task.task_id, task.job_id, task.first, task.count,
                                          task.chunk_first, placed, remote), chunk)
+
+    def _forget(self, identity: bytes) -> None:
+        """Let go of everything kept for a worker that is gone."""
+        self.ready.discard(identity)
+        self.arena_maps.forget_worker(identity)
+        self.inputs.forget(identity)
+        self.liveness.forget(identity)
 
     def _on_worker_exit(self, identity: bytes, exitcode: Optional[int]) -> None:
         def forget() -> None:
             self._drain()  # what it sent before it exited (a result, "leaving") counts first
-            self.ready.discard(identity)
-            self.arena_maps.forget_worker(identity)
-            self.maps_inputs.discard(identity)
-            self.reads_inputs.discard(identity)
-            self.remote_holds.pop(identity, None)
-            self.input_holds.drop_holder(identity)
+            self._forget(identity)
             self._perform(self.scheduler.remove_worker(identity, exitcode, time.monotonic()))
 
         def step() -> None:
             self.scheduler.retire(identity)
-            if identity not in self.ready:
-                self.early_deaths += 1
+            delay = self.respawns.died(identity not in self.ready, len(self.ready - {identity}),
+                                       exitcode, time.monotonic())
             if exitcode == 0:
                 # A clean exit (recycling) flushed its last messages first, but they may still
                 # be in zmq's I/O thread: read them a tick later, or its last result would be
@@ -366,11 +360,35 @@ class Broker:
                 self.loop.call_later(TICK_SECONDS, lambda: self._guard(forget))
             else:
                 forget()
-            if self.early_deaths >= MAX_EARLY_DEATHS:
-                raise RuntimeError(f"{self.early_deaths} worker processes exited before they were "
-                                   f"ready (last exit code {exitcode}); see their stderr above")
-            self._replenish()
+            self._respawn_after(delay)
         self._guard(step)
+
+    def _respawn_after(self, delay: float) -> None:
+        """Replace dead workers now, or after a backoff (one timer at a time)."""
+        if delay <= 0:
+            self._replenish()
+        elif self._respawn_timer is None:
+            self._respawn_timer = self.loop.call_later(delay, self._respawn)
+
+    def _respawn(self) -> None:
+        self._respawn_timer = None
+        self._guard(self._replenish)
+
+    def _check_health(self, now: float) -> None:
+        """Fail the runtime if no worker can be kept alive; take back lost workers' tasks."""
+        problem = self.respawns.broken(len(self.ready), now)
+        if problem is not None:
+            self._break(RuntimeBrokenError(problem))
+            return
+        holding = {worker: task.started_at for worker, task in self.scheduler.busy.items()}
+        for worker, reason in self.liveness.lost(holding, self.supervisor.pid, now):
+            self._lose(worker, reason, now)
+
+    def _lose(self, worker: bytes, reason: str, now: float) -> None:
+        """Take a live worker's tasks back (without an attempt) and kill it."""
+        self._perform(self.scheduler.worker_lost(worker, reason, now))
+        if self.supervisor.pid(worker) is None:  # not ours: no exit will be reported, forget it
+            self._forget(worker)
 
     def _replenish(self) -> None:
         while len(self.supervisor) < self.pool.target:
@@ -391,8 +409,9 @@ class Broker:
             self._send(identity, protocol.Stop())
 
     def _tick(self) -> None:
-        self.input_arena.close_idle()
+        self.inputs.arena.close_idle()
         self.zap.handle()  # a safety net for the edge-triggered FD, as _drain's below
+        self._guard(lambda: self._check_health(time.monotonic()))
         self._guard(lambda: self._retire_surplus(time.monotonic()))
         if self.scheduler.busy:
             self._guard(lambda: self._perform(self.scheduler.tick(time.monotonic())))
@@ -403,6 +422,8 @@ class Broker:
     def close(self) -> None:
         """Tell every worker to stop, give them a moment, kill the rest, close the socket."""
         self._ticker.cancel()
+        if self._respawn_timer is not None:
+            self._respawn_timer.cancel()
         for identity in list(self.ready):
             self._send(identity, protocol.Stop())
         self.supervisor.shutdown(timeout=1.0)
@@ -411,6 +432,4 @@ class Broker:
         self.loop.remove_reader(self.zap.fd)
         self.zap.close()
         self.arena_maps.clear()
-        self.input_arena.close()  # workers' views keep their own mappings until they exit
-        if self._probe_fd >= 0:
-            os.close(self._probe_fd)
+        self.inputs.close()

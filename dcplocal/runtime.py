@@ -28,7 +28,7 @@ import numbers  # noqa: E402
 import queue  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
-from typing import Any, List, Optional  # noqa: E402
+from typing import Any, Dict, List, Optional  # noqa: E402
 
 import zmq  # noqa: E402
 
@@ -227,6 +227,11 @@ class LocalRuntime:
     def socket_dir(self) -> Optional[str]:
         """The runtime's private directory (its broker's ipc socket), once started."""
         return self._tmpdir.name if self._tmpdir is not None else None
+
+    def stats(self) -> Dict[str, Any]:
+        """What the runtime survived: messages dropped from peers, stale results, workers lost
+        to a stop or to silence, deaths before Ready in a row (see broker.Broker.stats)."""
+        return self.query(lambda b: b.stats())
 
     @property
     def broken(self) -> Optional[BaseException]:

@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
-from .errors import ENOPROGRESS, ESLICETOOSLOW, WorkerDiedError
+from .errors import EINVAL, ENOPROGRESS, ESLICETOOSLOW, WorkerDiedError
 
 #: Aim for tasks of ~20 ms: long enough that a round trip (0.1 ms idle, 1-10 ms when the workers
 #: hold both cores and the broker thread waits for one) is hidden behind the queued next task,
@@ -71,6 +71,33 @@ class JobInfo:
     max_workers: Optional[int] = None
     #: the user's estimate of one slice's duration (job.initialSliceProfile), seeds the batch size
     initial_slice_seconds: Optional[float] = None
+
+
+def _is_int(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _is_seconds(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+def job_info_problem(info: JobInfo) -> Optional[str]:
+    """What is wrong with ``info`` (None: nothing). The client validates options first; this
+    keeps a bad value (``max_attempts="3"``, a NaN timeout) from reaching arithmetic that runs
+    later, on a worker's death or a tick, where it would break the runtime for every job."""
+    checks = [("total", info.total is None or _is_int(info.total, 0)),
+              ("error_limit", _is_int(info.error_limit, 0)),
+              ("max_attempts", _is_int(info.max_attempts, 1)),
+              ("progress_timeout", info.progress_timeout is None or _is_seconds(info.progress_timeout)),
+              ("slice_timeout", info.slice_timeout is None or _is_seconds(info.slice_timeout)),
+              ("max_workers", info.max_workers is None or _is_int(info.max_workers, 1)),
+              ("initial_slice_seconds", info.initial_slice_seconds is None
+               or _is_seconds(info.initial_slice_seconds))]
+    bad = [name for name, ok in checks if not ok]
+    if not bad:
+        return None
+    return f"job {info.job_id}: invalid " + ", ".join(f"{n}={getattr(info, n)!r}" for n in bad)
 
 
 @dataclass
@@ -143,6 +170,8 @@ class SliceFailed:
 class JobEnded:
     job_id: str
     outcome: str  # "complete" | "cancelled" | "failed"
+    #: why the job was refused before it ran (an invalid JobInfo); None otherwise
+    error: Optional[Exception] = None
 
 
 @dataclass
@@ -236,6 +265,21 @@ class Scheduler:
                 out += self._maybe_end(job)
         return out + self._dispatch(now)
 
+    def worker_lost(self, worker: Any, reason: str, now: float) -> List[Any]:
+        """A worker's process is alive but lost (stopped, or a silent peer): it is killed, and
+        every task it held, the running one too, goes back whole without costing an attempt.
+        Its slices did nothing wrong; its results, should any still come, are stale."""
+        self._now = now
+        if worker not in self.queues:
+            return []
+        out: List[Any] = [KillWorker(worker, reason)]
+        return out + self._give_back(self._drop_worker(worker)) + self._dispatch(now)
+
+    def running(self, worker: Any) -> Optional[TaskRecord]:
+        """The task ``worker`` runs now (the next result it may send), if any."""
+        tasks = self.queues.get(worker)
+        return tasks[0] if tasks else None
+
     def _drop_worker(self, worker: Any) -> Deque[TaskRecord]:
         """Forget a worker; returns the tasks it held (running first)."""
         self.workers.discard(worker)
@@ -283,6 +327,9 @@ class Scheduler:
     # ---- jobs -----------------------------------------------------------------------------
     def submit(self, info: JobInfo, now: float) -> List[Any]:
         self._now = now
+        problem = job_info_problem(info)
+        if problem is not None:  # this job fails alone; the runtime and other jobs go on
+            return [JobEnded(info.job_id, "failed", EINVAL(problem))]
         job = _Job(info)
         if info.initial_slice_seconds:  # the user's estimate counts as one measured slice
             job.slice_seconds = job.measured_seconds = info.initial_slice_seconds
@@ -354,7 +401,9 @@ class Scheduler:
                 job.measured_slices = job.measured_slices / 2 + task.count
                 job.slice_seconds = job.measured_seconds / job.measured_slices
                 job.batch = min(job.batch * GROWTH, self._target_batch(job.slice_seconds))
-            out += self._resolve(job, task.first, task.count, task.chunk_first, failed=errors)
+            # a worker cannot fail more slices than its task had (nor fewer than none)
+            failed = min(max(errors, 0), task.count)
+            out += self._resolve(job, task.first, task.count, task.chunk_first, failed=failed)
             out += self._maybe_end(job)
         if leaving:
             out += self._give_back(self._drop_worker(worker))
@@ -575,6 +624,46 @@ class Scheduler:
         job.inflight[task.task_id] = task
         self.queues[worker].append(task)
         return task
+
+    # ---- invariants -----------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check the invariants every step must keep; AssertionError names the broken one.
+        For tests (called after every step of the simulator), not for the broker's hot path."""
+        assert set(self.queues) == self.workers, "queues and workers disagree"
+        assert self.retiring <= self.workers, "a retiring worker is not a worker"
+        held: Dict[int, TaskRecord] = {}
+        for worker, tasks in self.queues.items():
+            assert len(tasks) <= PIPELINE_DEPTH, f"{worker!r} holds {len(tasks)} tasks"
+            for task in tasks:
+                assert task.worker == worker, f"task {task.task_id} is queued on another worker"
+                assert task.task_id not in held, f"task {task.task_id} is queued twice"
+                held[task.task_id] = task
+        for job_id, job in self.jobs.items():
+            self._validate_job(job_id, job, held)
+
+    @staticmethod
+    def _validate_job(job_id: str, job: _Job, held: Dict[int, TaskRecord]) -> None:
+        assert not job.ended, f"job {job_id} ended but is still known"
+        assert 0 <= job.failed <= job.resolved, f"job {job_id}: {job.failed} failed of {job.resolved}"
+        for task_id, task in job.inflight.items():
+            assert held.get(task_id) is task, f"job {job_id}: in-flight task {task_id} held by nobody"
+            assert task.job_id == job_id and task.count >= 1
+        if job.stopping:
+            assert not job.retry, f"stopped job {job_id} still has slices to retry"
+            return
+        spans = [(t.first, t.count) for t in job.inflight.values()]
+        spans += [(first, count) for first, count, _ in job.retry] + list(job.chunks)
+        total = job.info.total
+        if not job.info.streaming and total is not None:
+            spans.append((job.next_slice, total - job.next_slice))
+        spans = sorted(span for span in spans if span[1])
+        for (a, n), (b, _) in zip(spans, spans[1:]):
+            assert a + n <= b, f"job {job_id}: slices {b}.. are pending twice"
+        if not job.info.streaming and total is not None:
+            pending = sum(count for _, count in spans)
+            assert job.resolved + pending == total, \
+                f"job {job_id}: {job.resolved} resolved + {pending} pending != {total} slices"
+        assert all(0 < n <= job.info.max_attempts for n in job.attempts.values())
 
     # ---- status ---------------------------------------------------------------------------
     def status(self, job_id: str) -> Dict[str, Any]:

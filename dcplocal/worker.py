@@ -17,9 +17,9 @@ they arrive and starts the next one as soon as it has sent a result::
       | --- SegmentsClosed ------>|   (idle arena segments given back to the system)
       | <-- DropJob / Stop ------ |
 
-When a job asks for a watchdog (progress or slice timeout), a second DEALER on a thread sends
-``Heartbeat`` facts about the running slice every ``interval`` seconds; it keeps ticking while the
-work function spins in pure Python, because the GIL is handed over every few ms.
+A second DEALER, on a thread, sends ``Heartbeat`` facts about the running slice (heartbeat.py):
+a sign of life while any task runs, and watchdog facts for jobs with a progress or slice timeout.
+It is started before Ready, so its descriptors are taken before any work function runs.
 
 Admission: the broker's address and this worker's PLAIN token come through an inherited pipe
 (``--bootstrap-fd``); the broker's ZAP handler checks the token before it reads any frame of ours
@@ -30,8 +30,8 @@ own process group so the supervisor (and the client's reaper, should the client 
 together with any children its work function started, and so a Ctrl-C at the terminal reaches
 the client only. Children a task leaves running are killed and reaped when the task ends.
 
-Imports: protocol, codec, arena, remote, sandbox, inputs, peerauth, workerproc (worker side only)
-— never the user API.
+Imports: protocol, codec, arena, remote, heartbeat, sandbox, inputs, peerauth, workerproc
+(worker side only) — never the user API.
 """
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -54,6 +53,7 @@ from .remote import read as read_remote
 # Unpickling input specs needs inputs (fractions, decimal, kernels): imported here, before Ready,
 # so a warm job's first slice on this worker does not pay ~6 ms of imports.
 from . import inputs  # noqa: F401
+from .heartbeat import Heartbeat
 from .peerauth import HandshakeError, plain_client, wait_for_handshake
 from .workerproc import EXIT_NO_BROKER, Credentials, die_with_parent, reap_children
 from .sandbox import SandboxEnvironment, _running, load_work, pack_outcome, run_batch
@@ -137,48 +137,6 @@ def _adopt_client_world(options: Dict[str, Any]) -> None:
         importlib.invalidate_caches()  # a module written since our last import must be found
 
 
-class _Heartbeat(threading.Thread):
-    """Sends watchdog facts about the running slice while a task of a watched job runs."""
-
-    def __init__(self, context: Any, credentials: "Credentials", identity: bytes) -> None:
-        super().__init__(name="dcplocal-heartbeat", daemon=True)
-        import zmq
-
-        self.socket = context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.IDENTITY, identity + b"/hb")
-        self.socket.setsockopt(zmq.LINGER, 0)
-        plain_client(self.socket, credentials.user, credentials.token)
-        self.socket.connect(credentials.address)
-        self.task_id = 0          # 0 = nothing to watch
-        self.interval = 0.1
-        self.wake = threading.Event()
-
-    def watch(self, task_id: int, interval: float) -> None:
-        self.task_id, self.interval = task_id, interval
-        self.wake.set()
-
-    def run(self) -> None:
-        watched, slice_index, slice_since, calls, progress_since = 0, -1, 0.0, -1, 0.0
-        while True:
-            self.wake.wait()
-            task_id = self.task_id
-            if not task_id:
-                self.wake.clear()
-                continue
-            now = time.monotonic()
-            index, seen_calls = _running.slice_index, _running.progress_calls
-            # a new task may start at the same slice index (another job's slice 0): new clocks
-            if index != slice_index or task_id != watched:
-                watched, slice_index, slice_since, progress_since = task_id, index, now, now
-                calls = seen_calls
-            elif seen_calls != calls:
-                calls, progress_since = seen_calls, now
-            beat = protocol.Heartbeat(task_id, index, now - slice_since, now - progress_since,
-                                      _running.progress_value, seen_calls)
-            self.socket.send(codec.encode(beat))
-            time.sleep(self.interval)
-
-
 class Worker:
     def __init__(self, credentials: Credentials, identity: bytes, recycle_slices: int = 0,
                  recycle_rss: int = 0, arena_idle_seconds: float = IDLE_SECONDS,
@@ -199,7 +157,7 @@ class Worker:
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         self.socket.connect(credentials.address)
         self.jobs: Dict[str, _LoadedJob] = {}
-        self.heartbeat: Optional[_Heartbeat] = None
+        self.heartbeat: Optional[Heartbeat] = None
         self.recycle_slices, self.recycle_rss = recycle_slices, recycle_rss
         self.slices_run = 0
         #: the job whose client sys.path and cwd this process has taken (see _adopt_client_world)
@@ -231,6 +189,14 @@ class Worker:
                            self.credentials.connect_timeout)
 
     def serve(self) -> None:
+        self.heartbeat = Heartbeat(self.context, self.credentials, self.identity)
+        self.heartbeat.start()
+        try:
+            self._serve()
+        finally:
+            self.heartbeat.close()
+
+    def _serve(self) -> None:
         self.send(protocol.Ready(os.getpid(), self.maps_inputs, self.reads_inputs))
         with SandboxEnvironment(capture_output=True, forward_logging=True):
             while True:
@@ -308,12 +274,8 @@ class Worker:
         return bool(self.recycle_rss) and _private_rss_bytes() > self.recycle_rss
 
     def _watch(self, task_id: int, job: _LoadedJob) -> None:
-        interval = job.options.get("heartbeat")
-        if interval:
-            if self.heartbeat is None:
-                self.heartbeat = _Heartbeat(self.context, self.credentials, self.identity)
-                self.heartbeat.start()
-            self.heartbeat.watch(task_id, interval)
+        if self.heartbeat is not None:
+            self.heartbeat.watch(task_id, job.options.get("heartbeat") or 0.0)
 
     def run_task(self, task: protocol.Task, chunk: List[Any]) -> bool:
         """Run one task and send its results; True when this worker leaves now (recycling)."""

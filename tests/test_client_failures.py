@@ -107,8 +107,8 @@ CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.start
 
 
 def _holds(rt):
-    return rt.query(lambda b: (len(b.jobs), len(b.scheduler.jobs), len(b.input_holds),
-                               sum(len(h) for h in b.remote_holds.values())))
+    return rt.query(lambda b: (len(b.jobs), len(b.scheduler.jobs), len(b.inputs.holds),
+                               sum(len(h) for h in b.inputs.remote_holds.values())))
 
 
 def _wait_until_nothing_held(rt, timeout=10.0):

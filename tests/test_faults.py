@@ -384,3 +384,4 @@ def test_workers_are_recycled_above_the_rss_guard():
 def test_runtime_limits_are_validated(option, value):
     with pytest.raises(EINVAL, match=option):
         dcplocal.LocalRuntime(**{option: value})
+

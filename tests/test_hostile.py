@@ -219,7 +219,7 @@ def die_once(x):
 assert list(compute.for_(0, 19, die_once).localExec(2)) == list(range(1, 21))
 assert os.path.exists(marker)
 broker = rt._broker
-assert not broker.input_arena.enabled and not broker.reads_inputs and not broker.maps_inputs
+assert not broker.inputs.arena.enabled and not broker.inputs.reads and not broker.inputs.maps
 assert all(child.pidfd is None for child in broker.supervisor.children.values())
 print(dcplocal.info()["fast_paths"])
 dcplocal.reset_default_runtime()

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 import dcplocal
-from dcplocal import broker as broker_module
-from dcplocal import codec, compute, remote
+from dcplocal import codec, compute, remote, transfers
 from dcplocal.errors import JobCancelledError
 
 ELEMENTS = 256 * 1024          # 2 MiB of float64: above the arena/remote threshold
@@ -124,8 +123,8 @@ def _state(rt):
     regions in use), once no region is held or 10 s pass: a worker says it let go of a task's
     inputs just after sending the task's results."""
     def read(b):
-        return (len(b.reads_inputs), len(b.maps_inputs), len(b.input_arena.segments),
-                len(b.input_holds), sum(len(s.used) for s in b.input_arena.segments.values()))
+        return (len(b.inputs.reads), len(b.inputs.maps), len(b.inputs.arena.segments),
+                len(b.inputs.holds), sum(len(s.used) for s in b.inputs.arena.segments.values()))
     deadline = time.monotonic() + 10
     state = rt.query(read)
     while (state[3] or state[4]) and time.monotonic() < deadline:
@@ -216,7 +215,7 @@ def test_a_cancelled_streaming_job_leaves_nothing_held(path):
 
 def test_workers_that_can_neither_read_nor_map_our_memory_get_inputs_by_socket(monkeypatch):
     monkeypatch.setattr(remote.Probe, "args", lambda self: [])
-    monkeypatch.setattr(broker_module.Broker, "_make_probe", lambda self: -1)
+    monkeypatch.setattr(transfers.InputTransport, "_make_probe", lambda self: -1)
     with _runtime() as rt:
         job = compute.for_(_inputs(0), array_head)
         job.scheduler = rt
@@ -388,8 +387,8 @@ def test_a_task_left_over_from_an_ended_job_reads_its_inputs_intact(path, tmp_pa
 
 def _tasks_holding_inputs(broker) -> int:
     """Task messages whose inputs a worker may still read (either path)."""
-    remote = sum(map(len, broker.remote_holds.values()))
-    arena = sum(sum(counter.values()) for holder, counter in broker.input_holds._by_holder.items()
+    remote = sum(map(len, broker.inputs.remote_holds.values()))
+    arena = sum(sum(counter.values()) for holder, counter in broker.inputs.holds._by_holder.items()
                 if holder is not None)
     return remote + arena
 

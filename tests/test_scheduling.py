@@ -9,6 +9,23 @@ from dcplocal import scheduling as s
 from dcplocal.errors import ENOPROGRESS, ESLICETOOSLOW, WorkerDiedError
 
 
+class Checked(s.Scheduler):
+    """A Scheduler that checks its invariants (`validate`) after every step it takes."""
+
+
+def _checked(step):
+    def run(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        self.validate()
+        return out
+    return run
+
+
+for _step in ("add_worker", "retire", "remove_worker", "worker_lost", "submit", "input_arrived",
+              "input_ended", "cancel", "task_done", "heartbeat", "tick"):
+    setattr(Checked, _step, _checked(getattr(s.Scheduler, _step)))
+
+
 def of(kind, instructions):
     return [i for i in instructions if isinstance(i, kind)]
 
@@ -23,7 +40,7 @@ class Sim:
     (workers overlap; results and dispatches travel instantly)."""
 
     def __init__(self, workers=2, **info):
-        self.sched = s.Scheduler()
+        self.sched = Checked()
         self.now = 0.0
         self.out = []
         self.queues = {}   # worker -> the tasks it holds, running first
@@ -287,7 +304,7 @@ def test_max_workers_limits_a_jobs_concurrency():
 
 
 def test_two_jobs_share_workers_round_robin():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.submit(s.JobInfo("a", 100), 0)
     sched.submit(s.JobInfo("b", 100), 0)
     out = sched.add_worker("w0", 0) + sched.add_worker("w1", 0)
@@ -298,8 +315,8 @@ def test_two_jobs_share_workers_round_robin():
 def test_errors_beyond_the_limit_stop_the_job():
     sim = Sim(workers=1)
     sim.submit(100, error_limit=2)
-    sim.complete("w0", errors=1)
-    sim.complete("w0", errors=2)
+    for _ in range(3):  # one failed slice in each of three tasks: the third is one too many
+        sim.complete("w0", errors=1)
     dispatched = len(of(s.Dispatch, sim.out))
     sim.run_all()  # what was in flight still comes back; nothing new goes out
     assert len(of(s.Dispatch, sim.out)) == dispatched
@@ -307,7 +324,7 @@ def test_errors_beyond_the_limit_stop_the_job():
 
 
 def test_an_empty_job_ends_at_once():
-    sched = s.Scheduler()
+    sched = Checked()
     assert of(s.JobEnded, sched.submit(s.JobInfo("j", 0), 0)) == [s.JobEnded("j", "complete")]
 
 
@@ -316,7 +333,7 @@ def test_guided_tail_cap(remaining, workers):
     sim = Sim(workers=workers)
     sim.sched.jobs.clear()
     sim.running.clear()
-    sched = s.Scheduler()
+    sched = Checked()
     for w in range(workers):
         sched.add_worker(f"w{w}", 0)
     job_out = sched.submit(s.JobInfo("j", remaining), 0)
@@ -334,7 +351,7 @@ def test_a_streamed_job_of_known_length_gets_the_guided_tail_too():
 
 
 def test_batches_are_sized_by_the_wall_time_the_broker_sees():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.add_worker("w0", 0.0)
     task = of(s.Dispatch, sched.submit(s.JobInfo("j", 10_000), 0.0))[0].task
     # compute took 1 µs, but the task (say, 5 MB of input in transit) came back after 10 ms
@@ -361,7 +378,7 @@ def test_near_the_tail_long_slices_are_never_queued_behind_a_running_one():
 
 
 def test_a_queued_task_is_timed_from_when_its_predecessor_ended():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.add_worker("w0", 0.0)
     first, queued = [d.task for d in of(s.Dispatch, sched.submit(s.JobInfo("j", 10_000), 0.0))]
     accepted, out = sched.task_done("w0", first.task_id, 0.01, 0, 0.01)  # 10 ms: batch becomes 2
@@ -374,7 +391,7 @@ def test_a_queued_task_is_timed_from_when_its_predecessor_ended():
 
 
 def test_the_users_slice_estimate_weighs_as_one_measured_slice():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.add_worker("w0", 0.0)
     info = s.JobInfo("j", 1000, initial_slice_seconds=3600.0)
     first = of(s.Dispatch, sched.submit(info, 0.0))[0].task
@@ -386,7 +403,7 @@ def test_the_users_slice_estimate_weighs_as_one_measured_slice():
 
 
 def test_a_long_tasks_measurement_outweighs_the_round_trips_of_the_first_tiny_ones():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.add_worker("w0", 0.0)
     job = sched.jobs
     first, queued = [d.task for d in of(s.Dispatch, sched.submit(s.JobInfo("j", 10 ** 7), 0.0))]
@@ -408,7 +425,7 @@ def test_a_long_tasks_measurement_outweighs_the_round_trips_of_the_first_tiny_on
 
 
 def test_the_watchdog_does_not_charge_a_queued_task_for_its_wait():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.add_worker("w0", 0.0)
     first, queued = [d.task for d in of(s.Dispatch, sched.submit(
         s.JobInfo("j", 1000, progress_timeout=1.0), 0.0))]
@@ -418,7 +435,7 @@ def test_the_watchdog_does_not_charge_a_queued_task_for_its_wait():
 
 
 def test_killing_a_cancelled_jobs_worker_requeues_another_jobs_task_queued_there():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.submit(s.JobInfo("a", 1000), 0.0)
     sched.submit(s.JobInfo("b", 1000), 0.0)
     out = sched.add_worker("w0", 0.0)
@@ -432,7 +449,7 @@ def test_killing_a_cancelled_jobs_worker_requeues_another_jobs_task_queued_there
 
 
 def test_a_recycling_worker_leaves_without_costing_its_queued_task_an_attempt():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.add_worker("w0", 0.0)
     first, queued = [d.task for d in of(s.Dispatch, sched.submit(
         s.JobInfo("j", 3, max_attempts=1, initial_slice_seconds=1.0), 0.0))]
@@ -445,7 +462,7 @@ def test_a_recycling_worker_leaves_without_costing_its_queued_task_an_attempt():
 
 
 def test_a_job_whose_tasks_cannot_be_queued_is_not_starved_by_one_whose_can():
-    sched = s.Scheduler()
+    sched = Checked()
     held = {}
 
     def take(out):
@@ -465,7 +482,7 @@ def test_a_job_whose_tasks_cannot_be_queued_is_not_starved_by_one_whose_can():
 
 
 def test_a_stream_of_known_length_queues_nothing_in_its_tail():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.add_worker("w0", 0.0)
     sched.add_worker("w1", 0.0)
     out = sched.submit(s.JobInfo("j", 3, streaming=True), 0.0)  # a list of 3: length known
@@ -479,7 +496,7 @@ def test_a_stream_of_known_length_queues_nothing_in_its_tail():
 
 
 def test_a_worker_known_to_have_exited_gets_nothing_while_its_last_result_is_read():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.add_worker("w0", 0.0)
     sched.add_worker("w1", 0.0)
     out = sched.submit(s.JobInfo("j", 3, max_attempts=1, error_limit=5, initial_slice_seconds=1.0), 0.0)
@@ -491,7 +508,7 @@ def test_a_worker_known_to_have_exited_gets_nothing_while_its_last_result_is_rea
 
 
 def test_a_cancelled_jobs_queued_task_does_not_kill_a_live_jobs_running_one():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.submit(s.JobInfo("live", 1000, initial_slice_seconds=2.0), 0.0)
     sched.submit(s.JobInfo("doomed", 1000), 0.0)
     out = sched.add_worker("w0", 0.0)
@@ -508,7 +525,7 @@ def test_a_cancelled_jobs_queued_task_does_not_kill_a_live_jobs_running_one():
 
 
 def test_the_result_of_a_task_its_stopped_job_gave_up_is_refused_quietly():
-    sched = s.Scheduler()
+    sched = Checked()
     sched.submit(s.JobInfo("live", 1000, initial_slice_seconds=2.0), 0.0)
     sched.submit(s.JobInfo("doomed", 1000), 0.0)
     running, queued = [d.task for d in of(s.Dispatch, sched.add_worker("w0", 0.0))]
@@ -517,3 +534,87 @@ def test_the_result_of_a_task_its_stopped_job_gave_up_is_refused_quietly():
     sched.task_done("w0", running.task_id, 2.0, 0, 2.0)
     accepted, out = sched.task_done("w0", queued.task_id, 0.01, 0, 2.01)  # it was quick
     assert not accepted and [d.task.job_id for d in of(s.Dispatch, out)] == ["live"]
+
+
+def test_a_lost_worker_is_killed_and_its_tasks_go_back_whole_without_an_attempt():
+    sim = Sim(workers=2)
+    sim.submit(1, max_attempts=1)  # one charged attempt would fail the slice
+    worker, task = next(iter(sim.running.items()))
+    sim.lose(worker)
+    out = sim.take(sim.sched.worker_lost(worker, "stopped", sim.now))
+    assert of(s.KillWorker, out) == [s.KillWorker(worker, "stopped")]
+    assert of(s.SliceFailed, out) == []
+    again = dispatches(out)
+    assert [(t.first, t.count) for t in again.values()] == [(task.first, task.count)]
+    assert worker not in again
+    assert sim.take(sim.sched.remove_worker(worker, -9, sim.now)) == []  # its exit changes nothing
+    sim.run_all()
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+    assert sim.sched.worker_lost(worker, "again", sim.now) == []
+
+
+def test_a_late_result_of_a_lost_worker_is_stale():
+    sim = Sim(workers=2)
+    sim.submit(4)
+    worker, task = next(iter(sim.running.items()))
+    sim.lose(worker)
+    sim.take(sim.sched.worker_lost(worker, "silent", sim.now))
+    accepted, out = sim.sched.task_done(worker, task.task_id, 0.001, 0, sim.now)
+    assert not accepted and out == [] and sim.sched.stale_results == 1
+
+
+@pytest.mark.parametrize("field,value", [
+    ("max_attempts", "3"), ("max_attempts", 0), ("max_attempts", True), ("error_limit", -1),
+    ("progress_timeout", math.nan), ("slice_timeout", math.inf), ("progress_timeout", 0),
+    ("max_workers", 0), ("initial_slice_seconds", math.nan), ("total", -5),
+])
+def test_an_invalid_job_info_fails_that_job_alone(field, value):
+    sim = Sim(workers=2)
+    fields = {"job_id": "bad", "total": 10, field: value}
+    out = sim.take(sim.sched.submit(s.JobInfo(**fields), sim.now))
+    [ended] = of(s.JobEnded, out)
+    assert (ended.job_id, ended.outcome) == ("bad", "failed")
+    assert field in str(ended.error) and ended.error.code == "EINVAL"
+    sim.submit(6)  # the scheduler goes on with the next job
+    sim.run_all()
+    assert of(s.JobEnded, sim.out)[-1] == s.JobEnded("j", "complete")
+
+
+def test_a_worker_cannot_fail_more_slices_than_its_task_had():
+    sim = Sim(workers=1)
+    sim.submit(100, error_limit=5)
+    sim.complete("w0", errors=99)  # a 1-slice task: counts as one failure
+    sim.run_all()
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_deaths_losses_and_results_keep_the_invariants_and_resolve_every_slice(seed):
+    """Chaos in the simulator: workers die (killed, or lost while alive) at random between
+    results; every step is validated (Checked), and the job still resolves every slice once."""
+    import random
+    rng = random.Random(seed)
+    sim = Sim(workers=3)
+    sim.submit(5000, max_attempts=1000)
+    resolved = []
+    serial = 3
+    for _ in range(10_000):
+        if not sim.running:
+            break
+        worker = rng.choice(sorted(sim.running))
+        roll = rng.random()
+        if roll < 0.8:
+            task = sim.complete(worker, slice_s=1e-4)
+            resolved += range(task.first, task.first + task.count)
+            continue
+        sim.lose(worker)
+        if roll < 0.9:  # killed: its exit is what the scheduler hears
+            sim.take(sim.sched.remove_worker(worker, -9, sim.now))
+        else:           # lost while alive (stopped, silent), then its exit
+            sim.take(sim.sched.worker_lost(worker, "stopped", sim.now))
+            sim.take(sim.sched.remove_worker(worker, -9, sim.now))
+        sim.take(sim.sched.add_worker(f"w{serial}", sim.now))
+        serial += 1
+    assert of(s.JobEnded, sim.out) == [s.JobEnded("j", "complete")]
+    assert sorted(resolved) == list(range(5000))
+    assert of(s.SliceFailed, sim.out) == []

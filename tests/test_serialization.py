@@ -32,6 +32,8 @@ def same(a, b) -> bool:
         return a.dtype == b.dtype and a.shape == b.shape and bool(np.all((a == b) | (a != a)))
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if dataclasses.is_dataclass(a):     # field by field: its own == calls NaN unequal to itself
+        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, np.generic):
