@@ -32,6 +32,7 @@ _EXPORTS = {
     "LocalRuntime": ("dcplocal.runtime", "LocalRuntime"),
     "default_runtime": ("dcplocal.runtime", "default_runtime"),
     "reset_default_runtime": ("dcplocal.runtime", "reset_default_runtime"),
+    "Executor": ("dcplocal.executor", "Executor"),
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
