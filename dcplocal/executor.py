@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import itertools
 import os
 import reprlib
 import threading
 import time
 from collections.abc import Sequence
-from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional,
-                    Set, Tuple)
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, Generator, Iterable, Iterator, List,
+                    Optional, Set, Tuple, cast)
 
 import numpy as np
 
@@ -244,15 +245,21 @@ class _MapRun:
             self._failure = failure
             self._cond.notify_all()
 
-    def results(self, end_time: Optional[float]) -> Iterator[Any]:
-        """The generator ``map`` returns; leaving it early cancels the job, as the stdlib's
+    def results(self, end_time: Optional[float]) -> "_Results":
+        """The iterator ``map`` returns; leaving it early cancels the job, as the stdlib's
         cancels its pending futures."""
+        chunks = self._chunks_in_order(end_time)
+        results = cast(_Results, _Results.from_iterable(chunks))  # a _Results: cls's own
+        results.chunks = chunks
+        return results
+
+    def _chunks_in_order(self, end_time: Optional[float]) -> Generator[List[Any], None, None]:
         try:
             while True:
                 chunk = self._next_chunk(end_time)
                 if chunk is None:
                     return
-                yield from chunk
+                yield chunk
         finally:
             self.cancel()
 
@@ -272,6 +279,16 @@ class _MapRun:
     def cancel(self) -> None:
         if not self._over:
             self._control.cancel()
+
+
+class _Results(itertools.chain):
+    """``map``'s iterator: the items of each chunk are yielded by C code, not one generator step
+    each (a fifth of W1's time), and ``close()`` works as on the stdlib's generator."""
+
+    chunks: Generator[List[Any], None, None]
+
+    def close(self) -> None:
+        self.chunks.close()
 
 
 def _ended_early(error: Optional[BaseException]) -> BaseException:
