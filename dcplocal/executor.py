@@ -157,15 +157,21 @@ class _Cancellable:
     def __init__(self, job: "Job") -> None:
         self.job = job
         self.cancelled = False
-        job.on("accepted", self._accepted)
+        job.on("accepted", self)  # itself, not a bound method: off() knows listeners by identity
 
-    def _accepted(self, _event: Any) -> None:
+    def __call__(self, _event: Any) -> None:
+        """The ``accepted`` listener."""
         if self.cancelled:
             self.job.cancel()
 
     def cancel(self) -> None:
         self.cancelled = True
         self.job.cancel()
+
+    def detach(self) -> None:
+        """Once the job ended: drop the listener, so no reference cycle keeps the job and its
+        results alive until the garbage collector runs."""
+        self.job.off("accepted", self)
 
 
 def _new_job(inputs: Any, work: Any, args: List[Any], errors_allowed: int,
@@ -210,7 +216,7 @@ class _MapRun:
         #: ``_collected``, or why the job ended without it
         self._failure: Optional[BaseException] = None
         self._over = False
-        job.on("resultsUpdated", self._collect)
+        job.on("resultsUpdated", self)  # itself, not a bound method: off() knows it by identity
         self.thread = threading.Thread(target=self._run, name="dcplocal-executor-map")
 
     def _run(self) -> None:
@@ -222,6 +228,8 @@ class _MapRun:
         try:
             self._collect()
         finally:
+            self._job.off("resultsUpdated", self)  # no cycle: see _Cancellable.detach
+            self._control.detach()
             with self._cond:
                 self._over = True
                 if self._failure is None and self._collected < self._total:
@@ -229,7 +237,11 @@ class _MapRun:
                 self._cond.notify_all()
             self._on_end(self)
 
-    def _collect(self, _event: Any = None) -> None:
+    def __call__(self, _event: Any) -> None:
+        """The ``resultsUpdated`` listener."""
+        self._collect()
+
+    def _collect(self) -> None:
         """On the job's thread, after each batch of results: move the newly contiguous results
         out of the job's store (which only this thread writes)."""
         if self._failure is not None or self._job.results is None:
@@ -406,6 +418,7 @@ class Executor(cf.Executor):
             for future in futures:
                 _reject(future, exc)
         finally:
+            control.detach()
             with self._lock:
                 self._jobs.discard(control)
         return None

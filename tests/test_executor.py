@@ -379,3 +379,26 @@ def test_on_a_runtime_of_your_own(runtime):
         pids = set(ex.map(lambda _: os.getpid(), range(50)))
         assert pids <= set(runtime.worker_pids())
         assert ex.submit(square, 5).result() == 25
+
+
+def test_a_finished_map_or_batch_frees_its_job_without_the_garbage_collector(ours, monkeypatch):
+    import gc
+    import weakref
+
+    jobs = []
+    real = executor_module._new_job
+
+    def watched(*args, **kwargs):
+        job = real(*args, **kwargs)
+        jobs.append(weakref.ref(job))
+        return job
+
+    monkeypatch.setattr(executor_module, "_new_job", watched)
+    gc.disable()
+    try:
+        assert list(ours.map(square, range(1000))) == [i * i for i in range(1000)]
+        assert ours.submit(square, 4).result() == 16
+        ours.shutdown(wait=True)
+        assert len(jobs) == 2 and [ref() for ref in jobs] == [None, None]
+    finally:
+        gc.enable()
