@@ -371,10 +371,19 @@ class Executor(cf.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._pending.append(_Submitted(future, fn, args, kwargs))
             if len(self._batchers) < self._batch_jobs:
+                self._warm()
                 thread = threading.Thread(target=self._batch_loop, name="dcplocal-executor-batch")
                 self._batchers.add(thread)
                 thread.start()
         return future
+
+    def _warm(self) -> None:
+        """Start the runtime (its broker thread and workers) now, on the caller's thread. A
+        batch thread starting it after the main thread returned, with the interpreter shutting
+        down, would fail: no thread may register an at-exit hook then."""
+        from .runtime import default_runtime  # in the client only: see the module docstring
+
+        (self._runtime or default_runtime()).ensure_workers(self._max_workers)
 
     def _batch_loop(self) -> None:
         """A batch thread: run every pending call as one job, until none is left."""
@@ -440,6 +449,7 @@ class Executor(cf.Executor):
             if not len(inputs):
                 return iter(())
             job = _new_job(inputs, work, [], len(inputs), self._runtime)
+            self._warm()
             run = _MapRun(job, self._max_workers, len(inputs), self._forget)
             self._runs.add(run)
             run.thread.start()

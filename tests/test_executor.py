@@ -402,3 +402,23 @@ def test_a_finished_map_or_batch_frees_its_job_without_the_garbage_collector(our
         assert len(jobs) == 2 and [ref() for ref in jobs] == [None, None]
     finally:
         gc.enable()
+
+
+def test_work_submitted_without_shutdown_finishes_before_the_interpreter_exits(tmp_path):
+    """As the stdlib's: pending calls still run at exit, even when the runtime was not started
+    before the main thread returned."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "leave.py"
+    script.write_text(textwrap.dedent(f"""
+        import pathlib, time, dcplocal
+        dcplocal.reset_default_runtime()
+        ex = dcplocal.Executor(2)
+        ex.submit(lambda: (time.sleep(0.2), pathlib.Path({str(tmp_path / "ran")!r}).touch()))
+        ex.map(abs, range(-5, 5))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ran").exists()
