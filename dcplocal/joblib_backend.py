@@ -72,6 +72,8 @@ class DcpLocalBackend(AutoBatchingMixin, ParallelBackendBase):
             future.add_done_callback(callback)
         return future
 
+    apply_async = submit  # what older joblib releases call (1.6 calls submit)
+
     def retrieve_result_callback(self, out: Future) -> Any:
         return out.result()
 
