@@ -422,3 +422,18 @@ def test_work_submitted_without_shutdown_finishes_before_the_interpreter_exits(t
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ran").exists()
+
+
+def test_a_function_that_will_not_pickle_fails_only_its_calls(ours, tmp_path, monkeypatch):
+    made = []
+    real = executor_module._new_job
+    monkeypatch.setattr(executor_module, "_new_job",
+                        lambda *a, **k: made.append(len(a[0])) or real(*a, **k))
+    lock = threading.Lock()
+    occupied = occupy(ours, tmp_path)
+    calls = [ours.submit(square, 2), ours.submit(lambda: lock.locked()), ours.submit(square, 3)]
+    (tmp_path / "release").touch()
+    assert isinstance(calls[1].exception(), TypeError)
+    assert calls[0].result() == 4 and calls[2].result() == 9
+    assert [f.result() for f in occupied] == ["b0", "b1"]
+    assert made == [1, 1, 3, 2]  # refused whole before it started, then again without it
