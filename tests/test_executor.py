@@ -437,3 +437,15 @@ def test_a_function_that_will_not_pickle_fails_only_its_calls(ours, tmp_path, mo
     assert calls[0].result() == 4 and calls[2].result() == 9
     assert [f.result() for f in occupied] == ["b0", "b1"]
     assert made == [1, 1, 3, 2]  # refused whole before it started, then again without it
+
+
+def test_workers_import_this_module_without_the_user_api():
+    """A worker unpickles `_run_call` or `_Star` by reference, importing dcplocal.executor."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dcplocal.executor; "
+            "print([m for m in ('dcplocal.compute', 'dcplocal.job', 'dcplocal.runtime', 'zmq') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
