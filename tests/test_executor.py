@@ -23,6 +23,7 @@ import pytest
 
 import dcplocal
 from dcplocal import executor as executor_module
+from dcplocal import executor_map
 from dcplocal.errors import WorkerDiedError
 
 WORKERS = 2
@@ -241,7 +242,8 @@ def test_map_timeout_counts_from_the_call(ours, tmp_path, monkeypatch):
         def monotonic():
             return now[0]
 
-    monkeypatch.setattr(executor_module, "time", Clock)
+    monkeypatch.setattr(executor_module, "time", Clock)  # where map takes its deadline
+    monkeypatch.setattr(executor_map, "time", Clock)  # where the iterator waits for it
     results = ours.map(blocking_item, [1], [str(tmp_path / "release")], timeout=1)
     now[0] += 10
     with pytest.raises(cf.TimeoutError):
