@@ -21,7 +21,8 @@ setup(
         "uvloop>=0.17; sys_platform != 'win32'",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "psutil>=5.9", "mypy>=1.8"],
+        "test": ["pytest>=7", "hypothesis>=6", "psutil>=5.9", "mypy>=1.8", "joblib>=1.3"],
+        "joblib": ["joblib>=1.3"],
         "bench": ["joblib", "loky", "ray", "dask[distributed]", "matplotlib", "psutil>=5.9"],
     },
 )

@@ -33,6 +33,7 @@ _EXPORTS = {
     "default_runtime": ("dcplocal.runtime", "default_runtime"),
     "reset_default_runtime": ("dcplocal.runtime", "reset_default_runtime"),
     "info": ("dcplocal.hostinfo", "info"),
+    "Executor": ("dcplocal.executor", "Executor"),
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
