@@ -172,7 +172,10 @@ class Job(EventEmitter, NoticeHandling):
 
     def cancel(self) -> None:
         """Cancel the job: dispatch stops, running slices are stopped; exec raises ECANCELED.
-        Safe from a listener or from any other thread."""
+        Safe from a listener or from any other thread, and before a run that is about to start
+        (the run then ends at once); on an ended job it does nothing."""
+        if self.status.runStatus in ("finished", "failed", "cancelled") and self._link is None:
+            return
         self._cancel_requested = True
         if self._link is not None:
             self._link.cancel()
@@ -272,7 +275,6 @@ class Job(EventEmitter, NoticeHandling):
         self._store = ResultStore(total)
         self._first_error = None
         self._over_limit = False
-        self._cancel_requested = False
         self.results = self._make_handle()
         self.status.update(total=total, distributed=0, computed=0)
         self.receipt = {"job": self.id, "time": time.time()}
@@ -389,6 +391,7 @@ class Job(EventEmitter, NoticeHandling):
         if not isinstance(exc, RuntimeBrokenError):  # a broken runtime holds nothing any more
             link.cancel()
             self._wind_down(link)
+        self._cancel_requested = False
         if isinstance(exc, KeyboardInterrupt):
             self._set_run_status("cancelled")
             self.emit("cancel", Payload(job=self.id, address=self.id, reason="KeyboardInterrupt"))
@@ -416,8 +419,9 @@ class Job(EventEmitter, NoticeHandling):
 
     def _finish(self, outcome: str) -> ResultHandle:
         assert self.results is not None
-        if (self._cancel_requested and outcome != "complete") or (outcome == "cancelled"
-                                                                  and not self._over_limit):
+        cancelled, self._cancel_requested = self._cancel_requested, False  # this run's, read once
+        if (cancelled and outcome != "complete") or (outcome == "cancelled"
+                                                     and not self._over_limit):
             self._set_run_status("cancelled")
             self.emit("cancel", Payload(job=self.id, address=self.id))
             raise JobCancelledError(f"job {self.id} was cancelled; "
@@ -464,6 +468,7 @@ class Job(EventEmitter, NoticeHandling):
                 outcome = self._run_batches_here(fn, args)
         except BaseException as exc:  # noqa: B902 - the job ends, then the error goes on
             interrupted = isinstance(exc, KeyboardInterrupt)
+            self._cancel_requested = False
             self._set_run_status("cancelled" if interrupted else "failed")
             raise
         return self._finish(outcome)

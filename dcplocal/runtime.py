@@ -151,9 +151,9 @@ class LocalRuntime:
                 raise RuntimeBrokenError(f"runtime failed to start: {self._started_error}")
 
     def _run(self, ready: threading.Event) -> None:
-        loop = _new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
+        try:  # even making the loop can fail (uvloop's import during interpreter shutdown)
+            loop = _new_event_loop()
+            asyncio.set_event_loop(loop)
             self._tmpdir = rundir.make()
             # Two I/O threads: receiving large results is dominated by page faults on fresh
             # buffers; a second thread overlaps them (measured ~10-20% on 100 x 8 MB results).

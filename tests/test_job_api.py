@@ -364,3 +364,15 @@ def test_help_shows_the_call_forms_with_an_example(documented):
     import pydoc
     target = pydoc.locate(documented.replace("compute.", "dcplocal.compute."))
     assert target is not None and "Example" in (target.__doc__ or ""), documented
+
+
+@pytest.mark.parametrize("cores", [0, 2])
+def test_a_cancel_just_before_a_run_counts_and_only_for_that_run(cores):
+    job = compute.for_(0, 9, lambda x: x)
+    job.cancel()                                   # another thread, a moment before the run
+    with pytest.raises(dcplocal.errors.JobCancelledError):
+        job.localExec(cores)
+    assert job.status.runStatus == "cancelled"
+    assert list(job.localExec(cores)) == list(range(10))   # the next run is not cancelled
+    job.cancel()                                   # on an ended job: nothing
+    assert list(job.localExec(cores)) == list(range(10))
