@@ -130,16 +130,9 @@ def notes(section: Section) -> Section:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse(argv)
-    peers: List[Peer] = []
-    skipped: Dict[str, str] = {}
-    for cls in PEERS:
-        peer = cls()
-        reason = peer.missing()
-        if reason:
-            skipped[cls.key] = reason
-            print(f"skipping {cls.key}: {reason}", file=sys.stderr)
-        else:
-            peers.append(peer)
+    found = bench_peers.available_peers([cls.key for cls in PEERS], PEERS)
+    peers: List[Peer] = found["peers"]
+    skipped: Dict[str, str] = found["skipped"]
     meta = bench_peers.machine(peers, skipped)
     meta.update(reps=args.reps, cap_s=args.cap, workers=WORKERS, only=args.only,
                 background_load_before=bench_peers.background_load())

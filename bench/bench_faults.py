@@ -87,8 +87,9 @@ def chaos_square(x: int) -> int:
     return total % 1_000_003
 
 
-def chaos_2m_run(kill_every: Optional[float], seed: int) -> Tuple[float, int]:
-    """Seconds for the 2M-slice job, and how many kills landed."""
+def run_under_kills(job: Any, kill_every: Optional[float], seed: int) -> Tuple[Any, float, int]:
+    """Run ``job`` on 2 workers while a random worker is SIGKILLed every ``kill_every`` seconds
+    (none when None): its results, the seconds it took, and how many kills landed."""
     rng = random.Random(seed)
     runtime = dcplocal.default_runtime()
     runtime.ensure_workers(2)
@@ -110,15 +111,21 @@ def chaos_2m_run(kill_every: Optional[float], seed: int) -> Tuple[float, int]:
     if killer:
         killer.start()
     try:
-        results = compute.for_(0, 1_999_999, chaos_square).localExec(2)
+        results = job.localExec(2)
     finally:
         stop.set()
         if killer:
             killer.join()
-    seconds = time.perf_counter() - started
+    return results, time.perf_counter() - started, len(kills)
+
+
+def chaos_2m_run(kill_every: Optional[float], seed: int) -> Tuple[float, int]:
+    """Seconds for the 2M-slice job, and how many kills landed."""
+    results, seconds, kills = run_under_kills(compute.for_(0, 1_999_999, chaos_square),
+                                              kill_every, seed)
     x = np.arange(2_000_000, dtype=np.int64)
     assert np.array_equal(np.asarray(results), (496 * x) % 1_000_003), "chaos lost a result"
-    return seconds, len(kills)
+    return seconds, kills
 
 
 def sleepy(x: int) -> int:
@@ -145,30 +152,7 @@ def detection_latency(trials: int) -> List[float]:
 
 
 def chaos_run(kill_every: Optional[float], seed: int) -> float:
-    rng = random.Random(seed)
-    runtime = dcplocal.default_runtime()
-    runtime.ensure_workers(2)
-    stop = threading.Event()
-
-    def chaos() -> None:
-        while not stop.wait(kill_every):
-            pids = runtime.worker_pids()
-            if pids:
-                try:
-                    os.kill(rng.choice(pids), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-    killer = threading.Thread(target=chaos) if kill_every else None
-    started = time.perf_counter()
-    if killer:
-        killer.start()
-    try:
-        results = compute.for_(0, 1999, sleepy).localExec(2)
-    finally:
-        stop.set()
-        if killer:
-            killer.join()
-    seconds = time.perf_counter() - started
+    results, seconds, _ = run_under_kills(compute.for_(0, 1999, sleepy), kill_every, seed)
     assert list(results) == [sleepy(x) for x in range(2000)], "chaos lost or corrupted a result"
     return seconds
 

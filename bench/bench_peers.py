@@ -80,10 +80,11 @@ def _subset(parser: argparse.ArgumentParser, flag: str, text: str, known: Sequen
     return wanted
 
 
-def available_peers(keys: Sequence[str]) -> Dict[str, Any]:
-    """Instances of the selected peers that can run here, and why the others cannot."""
+def available_peers(keys: Sequence[str], classes: Sequence[Any] = PEERS) -> Dict[str, Any]:
+    """Instances of the selected peers (of ``classes``) that can run here, and why the others
+    cannot."""
     chosen, skipped = [], {}
-    for cls in PEERS:
+    for cls in classes:
         if cls.key not in keys:
             continue
         peer = cls()
