@@ -2,8 +2,10 @@
 
 A ``range`` input becomes a range job (``compute.for_(start, end, fn)``, end inclusive), whose
 slices travel as index ranges; a list becomes an iterable job, streamed to the workers in chunks.
-Results are materialised with ``np.asarray(results)``: zero-copy to a typed array for numeric
-results, an object array of the result objects otherwise.
+Results are materialised as a user takes them: numeric results as ``np.asarray(results,
+copy=False)``, a zero-copy view of the typed array; any other results as ``list(results)``, the
+list ``Pool.map`` returns (``np.asarray`` of per-slice arrays would stack them into one new array,
+as numpy does for a list of arrays: a copy no peer makes).
 """
 from __future__ import annotations
 
@@ -36,11 +38,15 @@ class DcpLocal(Peer):
 
         reset_default_runtime()
 
-    def run(self, fn: Callable[[Any], Any], inputs: Inputs) -> np.ndarray:
+    def run(self, fn: Callable[[Any], Any], inputs: Inputs) -> Any:
         from dcplocal import compute
 
         if isinstance(inputs, range) and inputs.step == 1 and len(inputs):
             job = compute.for_(inputs.start, inputs.stop - 1, fn)
         else:
             job = compute.for_(inputs, fn)
-        return np.asarray(job.localExec(WORKERS))
+        results = job.localExec(WORKERS)
+        try:
+            return np.asarray(results, copy=False)
+        except ValueError:  # not numbers of one type: a view would need a copy
+            return list(results)
