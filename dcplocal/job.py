@@ -94,6 +94,7 @@ class Job(EventEmitter, NoticeHandling):
         self._store = ResultStore(0)  # this run's; replaced by _begin
         self._first_error = None
         self._over_limit = False
+        self._runtime_let_go = False
         self._progress: Optional[JobProgress] = None
         self._cpu_seconds = 0.0
 
@@ -275,6 +276,7 @@ class Job(EventEmitter, NoticeHandling):
         self._store = ResultStore(total)
         self._first_error = None
         self._over_limit = False
+        self._runtime_let_go = False  # the runtime ended the job by a "broken" notice
         self.results = self._make_handle()
         self.status.update(total=total, distributed=0, computed=0)
         self.receipt = {"job": self.id, "time": time.time()}
@@ -370,7 +372,8 @@ class Job(EventEmitter, NoticeHandling):
                 self._seal_input()
                 self._emit_status()
                 return item[1]
-            elif kind == "broken":
+            elif kind == "broken":  # the runtime, or its refusal of this job: it holds nothing
+                self._runtime_let_go = True
                 raise item[1]
             if len(self._store.errors) > self.errorLimit and not self._over_limit:
                 # failures the runtime cannot count (results or events that would not unpickle
@@ -388,7 +391,7 @@ class Job(EventEmitter, NoticeHandling):
         """A failure on this side of the job (a raising input iterator, an input that will not
         pickle, a bug, Ctrl-C): stop the job in the runtime and let it end there, so it holds no
         worker and no memory, keeping every result reported meanwhile; then say how it ended."""
-        if not isinstance(exc, RuntimeBrokenError):  # a broken runtime holds nothing any more
+        if not (self._runtime_let_go or isinstance(exc, RuntimeBrokenError)):
             link.cancel()
             self._wind_down(link)
         self._cancel_requested = False

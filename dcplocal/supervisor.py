@@ -45,6 +45,12 @@ _log = logging.getLogger("dcplocal")
 #: network filesystem can take seconds.
 CONNECT_TIMEOUT = 30.0
 
+#: ``python -m`` puts the working directory first on sys.path, so a ``dcplocal/`` folder where the
+#: client happens to run would be what its workers import; ``-P`` (3.11+) leaves it out. (The
+#: worker still takes the client's sys.path for each job.) A flag, not PYTHONSAFEPATH: the
+#: environment would reach the work function's own subprocesses too.
+SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
+
 #: Worker malloc settings: blocks up to 32 MiB come from the heap, which keeps up to 128 MiB free.
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
 
@@ -112,8 +118,8 @@ class Supervisor:
         bootstrap = self._bootstrap(identity)
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "dcplocal.worker", "--bootstrap-fd", str(bootstrap),
-                 "--identity", identity.decode(), "--parent", str(os.getpid()), *self.worker_args],
+                [sys.executable, *SAFE_PATH, "-m", "dcplocal.worker",
+                 "--bootstrap-fd", str(bootstrap), "--identity", identity.decode(), "--parent", str(os.getpid()), *self.worker_args],
                 env=self._environment(), stdin=subprocess.DEVNULL, close_fds=True,
                 pass_fds=(bootstrap,),
                 # Its own session from the first instruction: a Ctrl-C at the terminal must

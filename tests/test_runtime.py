@@ -188,3 +188,19 @@ def test_a_python_range_input_travels_as_a_range():
     assert job._spec is not None and job._data is None
     assert job.localExec(2) == [x * 2 for x in range(5, 50, 7)]
     assert job.results.keys() == list(range(5, 50, 7))
+
+
+def test_a_dcplocal_folder_in_the_clients_working_directory_does_not_shadow_the_workers(tmp_path):
+    import subprocess
+    import sys
+    work = tmp_path / "work"
+    (work / "dcplocal").mkdir(parents=True)
+    (work / "dcplocal" / "__init__.py").write_text("raise ImportError('a shadow, not dcplocal')\n")
+    script = tmp_path / "scripts" / "job.py"
+    script.parent.mkdir()
+    script.write_text("from dcplocal import compute\n"
+                      "print(list(compute.for_(1, 4, lambda i: i * i).localExec(2)))\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 4, 9, 16]"

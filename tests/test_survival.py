@@ -315,3 +315,20 @@ def test_an_invalid_job_option_fails_that_job_and_not_the_runtime(option, value,
         job2 = compute.for_(0, 9, lambda x: x + 1)
         job2.scheduler = rt
         assert list(job2.exec()) == list(range(1, 11))
+
+
+def test_a_job_the_scheduler_refuses_ends_failed_and_can_run_again(monkeypatch):
+    """The client checks options first; should a bad one still reach the scheduler, the job ends
+    (failed, not left "running") and the same handle runs again once fixed."""
+    from dcplocal import errors
+    from dcplocal.job import Job
+    monkeypatch.setattr(Job, "_check_options", lambda self: None)
+    with dcplocal.LocalRuntime(workers=2) as rt:
+        job = compute.for_(0, 9, lambda x: x)
+        job.scheduler = rt
+        job.maxAttempts = "3"
+        with pytest.raises(errors.EINVAL):
+            job.exec()
+        assert job.status.runStatus == "failed" and rt.broken is None
+        job.maxAttempts = 3
+        assert list(job.exec()) == list(range(10))
