@@ -119,7 +119,8 @@ class Supervisor:
         try:
             popen = subprocess.Popen(
                 [sys.executable, *SAFE_PATH, "-m", "dcplocal.worker",
-                 "--bootstrap-fd", str(bootstrap), "--identity", identity.decode(), "--parent", str(os.getpid()), *self.worker_args],
+                 "--bootstrap-fd", str(bootstrap), "--identity", identity.decode(),
+                 "--parent", str(os.getpid()), *self.worker_args],
                 env=self._environment(), stdin=subprocess.DEVNULL, close_fds=True,
                 pass_fds=(bootstrap,),
                 # Its own session from the first instruction: a Ctrl-C at the terminal must
