@@ -36,6 +36,8 @@ from .arena import IDLE_SECONDS, ArenaMaps, placements, restore_frames
 from .errors import RuntimeBrokenError
 from .peerauth import PlainTokens, ZapHandler, plain_server
 from .poolsize import PoolSize
+from .runtime_api import (Console, InputWanted, JobEnded, Notice, Results, RuntimeBroken,
+                          SliceFailed, WorkEvent)
 from .supervisor import Supervisor
 from .transfers import InputTransport, Prepared
 
@@ -47,6 +49,14 @@ TICK_SECONDS = 0.05
 #: no job wanting them: long enough for a script's next job to find them warm, short enough
 #: that a shared node gets its memory back.
 WORKER_IDLE_SECONDS = 10.0
+
+
+def _event_notice(msg: Any, frames: List[Any]) -> Notice:
+    """The job's notice of a worker's Console or WorkEvent message."""
+    if isinstance(msg, protocol.WorkEvent):
+        return WorkEvent(msg.slice_index, msg.name, frames)
+    return Console(msg.slice_index, msg.level, msg.message, msg.same, msg.logger, msg.levelno,
+                   tuple(msg.origin))
 
 
 @dataclass
@@ -116,7 +126,7 @@ class Broker:
 
     def submit(self, submission: Submission, sink: "queue.SimpleQueue[Any]") -> None:
         if self.broken is not None:
-            sink.put(("broken", self.broken))
+            sink.put(RuntimeBroken(self.broken))
             return
         self.jobs[submission.info.job_id] = _Entry(submission, sink)
         self._guard(lambda: self._perform(self.scheduler.submit(submission.info, time.monotonic())))
@@ -183,7 +193,7 @@ class Broker:
             self.broken = RuntimeBrokenError(f"the dcplocal broker failed: {type(exc).__name__}: {exc}")
             self.broken.__cause__ = exc
         for entry in self.jobs.values():
-            entry.sink.put(("broken", self.broken))
+            entry.sink.put(RuntimeBroken(self.broken))
         self.jobs.clear()
 
     def _drain(self) -> None:
@@ -223,7 +233,7 @@ class Broker:
                 raise codec.ProtocolError(f"an event of job {msg.job_id!r}, which it runs no task of")
             entry = self.jobs.get(msg.job_id)
             if entry is not None:
-                entry.sink.put(("event", msg, frames[2:]))
+                entry.sink.put(_event_notice(msg, frames[2:]))
         elif isinstance(msg, protocol.Ready):
             if identity in self.ready or identity in self.scheduler.workers:
                 raise codec.ProtocolError("Ready again")  # would orphan the tasks it holds
@@ -260,7 +270,8 @@ class Broker:
                                                  now, leaving=msg.leaving)
         entry = self.jobs.get(msg.job_id)
         if accepted and entry is not None:
-            entry.sink.put(("done", msg, payload, self.scheduler.status(msg.job_id)))
+            entry.sink.put(Results(msg.task_id, msg.first, msg.count, msg.elapsed, msg.errors,
+                                   payload, self.scheduler.status(msg.job_id)))
         self._perform(out)
 
     def _map_segment(self, identity: bytes, msg: protocol.SegmentOpened) -> bool:
@@ -305,7 +316,7 @@ class Broker:
                 sub = self.jobs[ins.job_id].submission
                 self._send(ins.worker, protocol.JobDef(ins.job_id, sub.options), sub.work_frames)
             elif isinstance(ins, scheduling.RequestInput):
-                self.jobs[ins.job_id].sink.put(("input", ins.count))
+                self.jobs[ins.job_id].sink.put(InputWanted(ins.count))
             elif isinstance(ins, scheduling.ReleaseChunk):
                 entry = self.jobs.get(ins.job_id)
                 if entry is not None:
@@ -314,7 +325,7 @@ class Broker:
                     if prepared is not None:
                         self.inputs.discard(prepared)
             elif isinstance(ins, scheduling.SliceFailed):
-                self.jobs[ins.job_id].sink.put(("failed", ins))
+                self.jobs[ins.job_id].sink.put(SliceFailed(ins.slice_index, ins.error, ins.details))
             elif isinstance(ins, scheduling.KillWorker):
                 self.supervisor.kill(ins.worker)
             elif isinstance(ins, scheduling.ForgetJob):
@@ -322,7 +333,7 @@ class Broker:
             elif isinstance(ins, scheduling.JobEnded):
                 entry = self.jobs.pop(ins.job_id)
                 # a job refused before it ran (an invalid JobInfo) raises its error in the client
-                entry.sink.put(("broken", ins.error) if ins.error else ("ended", ins.outcome))
+                entry.sink.put(JobEnded(ins.outcome, ins.error))
 
     def _dispatch(self, worker: bytes, task: Any) -> None:
         entry = self.jobs[task.job_id]

@@ -1,29 +1,27 @@
 """The Job handle: the spec's properties, events, and ``exec``/``localExec``/``wait``/``cancel``.
 
-A Job turns its input set, work function and arguments into a `Submission` for a runtime, then
-drives the job from the caller's thread: it drains the job's queue of broker notices, collates
-results, feeds streamed input on request, and emits events — so every listener runs on the
-caller's thread. ``localExec(0)`` runs the same sandbox code in this very process, serially, so a
-debugger stops inside the work function.
+A Job turns its input set, work function and arguments into a `JobRequest`, submits it to a
+runtime (`runtime_api.Runtime`: the local runtime, or `SerialRuntime` for ``localExec(0)``), then
+drives the job from the caller's thread: it reads the link's typed notices, collates results,
+feeds streamed input on request, and emits events — so every listener runs on the caller's
+thread. With the serial runtime the tasks themselves run on that thread too, so a debugger stops
+inside the work function.
 
-Must not know: sockets, processes, the scheduler's policy.
+Must not know: sockets, processes, brokers, the scheduler's policy (it never imports them).
 """
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import numbers
 import os
-import queue
 import sys
 import time
 import uuid
 import weakref
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from . import codec, pickling, protocol
-from .broker import Submission
+from . import codec, pickling
 from .errors import (EINVAL, EPERM, ERANGE, ETOOMANYERRORS, ETYPE, JobCancelledError,
                      RuntimeBrokenError)
 from .aio import JobAio
@@ -36,9 +34,12 @@ from .progress import JobProgress
 from .progress import wanted as wanted_progress
 from .requirements import validate_requirements
 from .results import ResultHandle, ResultStore
-from .runtime import JobLink, LocalRuntime, default_runtime
-from .sandbox import SandboxEnvironment, load_work, pack_outcome, run_batch
-from .scheduling import JobInfo
+from .inprocess import SerialRuntime
+from .runtime import default_runtime
+from .runtime_api import (Console, InputWanted, JobEnded, JobLink, JobRequest, Results,
+                          Runtime, RuntimeBroken, SliceFailed, WorkEvent)
+from .sandbox import SandboxEnvironment
+from .taskexec import LoadedJob, execute_task
 
 JOB_EVENTS = frozenset({
     "accepted", "readystatechange", "status", "result", "resultsUpdated", "complete", "error",
@@ -48,8 +49,6 @@ JOB_EVENTS = frozenset({
 #: ``status`` events are emitted at most this often (the last one always), so a million-slice
 #: job does not call a listener a million times.
 STATUS_INTERVAL = 0.1
-#: Slices per in-process batch for ``localExec(0)``: events and cancellation are seen this often.
-IN_PROCESS_BATCH = 256
 
 
 _NO_SAMPLE = object()
@@ -81,7 +80,7 @@ class Job(EventEmitter, NoticeHandling):
         self.progressTimeout: Optional[float] = None
         self.sliceTimeout: Optional[float] = None
         self.maxResultBytes: Optional[int] = None
-        self.scheduler: Optional[LocalRuntime] = None
+        self.scheduler: Optional[Runtime] = None
         self.id: Optional[str] = None
         self.receipt: Optional[Dict[str, Any]] = None
         self.meanSliceProfile: Optional[Dict[str, Any]] = None
@@ -152,7 +151,7 @@ class Job(EventEmitter, NoticeHandling):
         self._take_exec_args(*exec_args)
         show = wanted_progress(progress)
         if cores is False or cores == 0:
-            return self._run_in_process(show)
+            return self._run_on(SerialRuntime(), None, show)
         return self._run_on(self.scheduler or default_runtime(),
                             int(cores or default_workers().cpus), show)
 
@@ -187,18 +186,18 @@ class Job(EventEmitter, NoticeHandling):
         ``sample`` or, by default, the first element of the input set."""
         if sample is _NO_SAMPLE:
             sample = self._spec.key(0) if self._spec is not None else self._items.first()
-        fn = load_work(self._work_fn)
-        spread = bool(self._spec is not None and self._spec.spread)
+        request = self._request(None)
+        job = LoadedJob(request.job_id, request.options,
+                        [request.work, request.arguments, *request.spec])
         with SandboxEnvironment(capture_output=True):
             cpu = time.process_time()
-            values, errors, _ = run_batch(fn, [sample], self._args, spread, self.id or "", 0,
-                                          lambda *_: None, self.public)
+            frames, _errors, failed = execute_task(job, 0, 1, [sample], lambda *_: None)
             cpu = time.process_time() - cpu
-        if errors:
-            raise errors[0][1]
+        if failed:
+            raise failed[0][1]
         return {"cpuHours": cpu / 3600, "gpuHours": 0.0,
                 "inputMBytes": len(codec.dumps(sample)[0]) / 1e6,
-                "outputMBytes": sum(len(memoryview(f)) for f in codec.dumps(values[0])) / 1e6}
+                "outputMBytes": sum(len(memoryview(frame)) for frame in frames[1:]) / 1e6}
 
     def setSlicePaymentOffer(self, offer: Any) -> None:
         self.slicePaymentOffer = offer
@@ -251,23 +250,22 @@ class Job(EventEmitter, NoticeHandling):
         limits = [v for v in (self.progressTimeout, self.sliceTimeout) if v is not None]
         return min(0.25, min(limits) / 8) if limits else None
 
-    def _submission(self) -> Submission:
+    def _request(self, cores: Optional[int]) -> JobRequest:
+        """What any runtime needs of this job; bad input fails here, before anything starts."""
         self._check_options()
-        work_blob = _pickle("work function", self._work_fn)
-        args_blob = _pickle("argument", self._args)
-        spec_frames = codec.dumps(self._spec)[:1] if self._spec is not None else []
-        total = self._total
-        info = JobInfo(self.id or "", total, streaming=self._spec is None, error_limit=self.errorLimit,
-                       max_attempts=self.maxAttempts, progress_timeout=self.progressTimeout,
-                       slice_timeout=self.sliceTimeout,
-                       initial_slice_seconds=_profile_seconds(self.initialSliceProfile))
         options = {"spread": bool(self._spec is not None and self._spec.spread),
                    "public": dict(self.public), "heartbeat": self._watchdog_interval(),
                    "max_result_bytes": self.maxResultBytes,
                    # what the workers import and open must be what this process would (warm
                    # workers started before a sys.path change or a chdir included)
                    "sys_path": list(sys.path), "cwd": os.getcwd(), "log_level": _lowest_log_level()}
-        return Submission(info, [work_blob, args_blob, *spec_frames], options)
+        return JobRequest(
+            self.id or "", _pickle("work function", self._work_fn), _pickle("argument", self._args),
+            codec.dumps(self._spec)[:1] if self._spec is not None else [], self._total,
+            streaming=self._spec is None, options=options, error_limit=self.errorLimit,
+            max_attempts=self.maxAttempts, progress_timeout=self.progressTimeout,
+            slice_timeout=self.sliceTimeout,
+            initial_slice_seconds=_profile_seconds(self.initialSliceProfile), max_workers=cores)
 
     def _begin(self) -> str:
         """Fresh run state (store, handle, status); returns the job's id."""
@@ -319,19 +317,17 @@ class Job(EventEmitter, NoticeHandling):
             progress.update(self._store.computed, len(self._store.errors), self.status.total)
             progress.close()
 
-    def _run_on(self, runtime: LocalRuntime, cores: Optional[int], show: bool = False) -> ResultHandle:
-        if not isinstance(runtime, LocalRuntime):
-            raise ETYPE(f"job.scheduler must be a dcplocal.LocalRuntime (remote schedulers are not "
-                        f"supported yet), not {type(runtime).__name__}")
+    def _run_on(self, runtime: Runtime, cores: Optional[int], show: bool = False) -> ResultHandle:
+        if not callable(getattr(runtime, "submit", None)):
+            raise ETYPE(f"job.scheduler must be a runtime (dcplocal.LocalRuntime, or any object "
+                        f"with submit(JobRequest)), not {type(runtime).__name__}")
         if self.status.runStatus == "running":
             raise EPERM(f"job {self.id} is already running")
-        submission = self._submission()  # bad input fails here, before any worker starts
-        submission.info.job_id = self._begin()
+        request = self._request(cores)  # bad input fails here, before any worker starts
+        request.job_id = self._begin()
         if self._data is not None:
             self._items.restart()
-        info = submission.info
-        info.max_workers = cores
-        self._link = runtime.submit(submission, cores)
+        self._link = runtime.submit(request)
         if self._cancel_requested:  # cancel() from another thread raced with the submission
             self._link.cancel()
         self.emit("accepted", Payload(job=self))
@@ -349,32 +345,29 @@ class Job(EventEmitter, NoticeHandling):
     def _drive(self, link: JobLink) -> str:
         last_status = 0.0
         while True:
-            try:
-                item = link.queue.get(timeout=0.5)
-            except queue.Empty:
-                if link.runtime.broken is not None:
-                    raise link.runtime.broken from None
-                continue
-            kind = item[0]
-            if kind == "done":
-                self._on_done(item[1], item[2], item[3])
+            notice = link.next_notice(0.5)
+            if isinstance(notice, Results):
+                self._on_results(notice)
                 now = time.monotonic()
                 if now - last_status >= STATUS_INTERVAL:
                     last_status = now
                     self._emit_status()
-            elif kind == "event":
-                self._on_event(item[1], item[2])
-            elif kind == "input":
-                self._items.feed(link, item[1])
-            elif kind == "failed":
-                self._on_failed(item[1])
-            elif kind == "ended":
+            elif isinstance(notice, (Console, WorkEvent)):
+                self._on_event(notice)
+            elif isinstance(notice, InputWanted):
+                self._items.feed(link, notice.count)
+            elif isinstance(notice, SliceFailed):
+                self._on_failed(notice)
+            elif isinstance(notice, JobEnded):
+                if notice.error is not None:  # refused by the runtime: it holds nothing more
+                    self._runtime_let_go = True
+                    raise notice.error
                 self._seal_input()
                 self._emit_status()
-                return item[1]
-            elif kind == "broken":  # the runtime, or its refusal of this job: it holds nothing
+                return notice.outcome
+            elif isinstance(notice, RuntimeBroken):
                 self._runtime_let_go = True
-                raise item[1]
+                raise notice.error
             if len(self._store.errors) > self.errorLimit and not self._over_limit:
                 # failures the runtime cannot count (results or events that would not unpickle
                 # here) end the job as the runtime's own would
@@ -407,16 +400,16 @@ class Job(EventEmitter, NoticeHandling):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                item = link.queue.get(timeout=0.1)
-            except (queue.Empty, KeyboardInterrupt):
+                notice = link.next_notice(0.1)
+            except KeyboardInterrupt:
                 continue
-            if item[0] in ("ended", "broken"):
+            if isinstance(notice, (JobEnded, RuntimeBroken)):
                 return
             try:
-                if item[0] == "done":
-                    self._on_done(item[1], item[2], item[3])
-                elif item[0] == "failed":
-                    self._on_failed(item[1])
+                if isinstance(notice, Results):
+                    self._on_results(notice)
+                elif isinstance(notice, SliceFailed):
+                    self._on_failed(notice)
             except Exception:  # noqa: BLE001 - the first failure is the one being raised
                 continue
 
@@ -453,62 +446,6 @@ class Job(EventEmitter, NoticeHandling):
     def _update_profile(self) -> None:
         computed = max(1, self._store.computed)
         self.meanSliceProfile = {"cpuHours": self._cpu_seconds / computed / 3600, "gpuHours": 0.0}
-
-    # ---- in-process -------------------------------------------------------------------------
-
-    def _run_in_process(self, show: bool = False) -> ResultHandle:
-        """``localExec(0)``: the workers' code in this process, serially. What crosses a process
-        boundary for them (work function, arguments, inputs, results, errors, events) goes
-        through the same pickling here, so a program that fails on workers fails here too."""
-        self._check_options()
-        fn = load_work(pickling.loads(_pickle("work function", self._work_fn)))
-        args = pickling.loads(_pickle("argument", self._args))
-        self._begin()
-        self.emit("accepted", Payload(job=self))
-        self._set_run_status("running")
-        try:
-            with self._progress_bar(show):
-                outcome = self._run_batches_here(fn, args)
-        except BaseException as exc:  # noqa: B902 - the job ends, then the error goes on
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            self._cancel_requested = False
-            self._set_run_status("cancelled" if interrupted else "failed")
-            raise
-        return self._finish(outcome)
-
-    def _run_batches_here(self, fn: Any, args: Tuple[Any, ...]) -> str:
-        spread = bool(self._spec is not None and self._spec.spread)
-        job_id = self.id or ""
-        task_ids = itertools.count(1)
-        for first, count, data in self._in_process_batches():
-            if self._cancel_requested:
-                return "cancelled"
-            emitted: List[Tuple[Any, List[Any]]] = []
-            with SandboxEnvironment(capture_output=True):
-                values, failed, elapsed = run_batch(fn, data, args, spread, job_id, first,
-                                                    lambda m, f=(): emitted.append((m, f)), self.public)
-            frames, errors = pack_outcome(values, failed, first, self.maxResultBytes)
-            for msg, event_frames in emitted:
-                self._on_event(msg, event_frames)
-            self.status.distributed = first + count
-            self._on_done(protocol.TaskDone(next(task_ids), job_id, first, count, elapsed, errors),
-                          frames, {})
-            if len(self._store.errors) > self.errorLimit:
-                return "failed"
-        self._seal_input()
-        self._emit_status()
-        return "complete"
-
-    def _in_process_batches(self) -> Iterator[Tuple[int, int, Any]]:
-        """(first, count, data) batches; a data job's items go through the workers' encoding."""
-        if self._spec is not None:
-            for first in range(0, len(self._spec), IN_PROCESS_BATCH):
-                count = min(IN_PROCESS_BATCH, len(self._spec) - first)
-                yield first, count, self._spec.slice_data(first, count)
-        else:
-            self._items.restart()
-            for first, items in self._items.batches(IN_PROCESS_BATCH):
-                yield first, len(items), codec.unpack_inputs(codec.pack_inputs(items, first), 0, len(items))
 
 
 def _lowest_log_level() -> int:

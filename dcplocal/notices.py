@@ -1,7 +1,7 @@
 """How a job takes in what comes back: results into its store, errors restored, events fired.
 
-`NoticeHandling` is the part of the Job that consumes the broker's notices (and, for in-process
-runs, the sandbox's messages): a batch of results is unpacked and collated, each failed slice's
+`NoticeHandling` is the part of the Job that consumes a runtime's notices (runtime_api.py,
+whichever runtime sent them): a batch of results is unpacked and collated, each failed slice's
 exception is restored with its own type, the worker's traceback as ``__cause__`` and a note
 naming the slice and input, and the spec's events (``result``, ``error``, ``console``,
 ``noProgress``…) are emitted — on the thread that drives the job, never the broker's.
@@ -14,11 +14,12 @@ import logging
 import sys
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
-from . import codec, protocol
+from . import codec
 from .errors import RemoteTraceback, SliceError, add_note
 from .events import Payload
+from .runtime_api import Console, Results, SliceFailed, WorkEvent
 
 if TYPE_CHECKING:
     from .results import ResultStore
@@ -52,10 +53,11 @@ class NoticeHandling:
     def _emit_status(self) -> None:
         self.emit("status", Payload(address=self.id, job=self.id, **dict(self.status)))
 
-    def _on_done(self, msg: protocol.TaskDone, frames: List[Any], status: Dict[str, Any]) -> None:
+    def _on_results(self, msg: Results) -> None:
         self._cpu_seconds += msg.elapsed
-        if status:
-            self.status.update(status)
+        frames = msg.frames
+        if msg.status:
+            self.status.update(msg.status)
         error_descriptions = codec.loads(frames[-1:]) if msg.errors else []
         values, native, failures = codec.unpack_results(frames[:-1] if msg.errors else frames)
         self._store.put(msg.first, values, native, msg.elapsed)
@@ -104,7 +106,7 @@ class NoticeHandling:
             job=self.id, address=self.id, sliceIndex=index, sliceNumber=index + 1,
             message=str(error), stack=stack, name=type(error).__name__, error=error))
 
-    def _on_failed(self, failure: Any) -> None:
+    def _on_failed(self, failure: SliceFailed) -> None:
         index = failure.slice_index
         if failure.details is not None:
             payload = Payload(address=self.id, job=self.id, sliceIndex=index, sliceNumber=index + 1,
@@ -114,10 +116,10 @@ class NoticeHandling:
                 self.emit("noProgressData", Payload(payload, data=self.results.key(index)))
         self._slice_error(index, failure.error, str(failure.error))
 
-    def _on_event(self, msg: Any, frames: List[Any]) -> None:
-        if isinstance(msg, protocol.WorkEvent):
+    def _on_event(self, msg: Union[Console, WorkEvent]) -> None:
+        if isinstance(msg, WorkEvent):
             try:
-                value = codec.loads(frames)
+                value = codec.loads(msg.frames)
             except Exception as exc:  # noqa: BLE001 - that slice's failure, counted as any other
                 index = msg.slice_index
                 error = SliceError(f"the value slice {index + 1} (sliceIndex {index}) sent with "
@@ -140,7 +142,7 @@ class NoticeHandling:
         if not self.emit("console", payload):
             self._print_console(payload)
 
-    def _log(self, msg: protocol.Console) -> None:
+    def _log(self, msg: Console) -> None:
         """A work function's logging record: handled by this process's logger of the same name
         (with ``slice``, 1-based, and ``job`` attributes), and a console event for listeners."""
         logger = logging.getLogger(msg.logger)
@@ -168,7 +170,7 @@ class NoticeHandling:
         else:
             print(text, file=stream)
 
-    def _emit_results(self, done: protocol.TaskDone) -> None:
+    def _emit_results(self, done: Results) -> None:
         if self.listenerCount("result"):  # per-slice events cost nothing unless listened to
             for index in range(done.first, done.first + done.count):
                 if index not in self._store.errors:

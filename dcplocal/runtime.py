@@ -35,6 +35,8 @@ import zmq  # noqa: E402
 from . import hostcpus, rundir  # noqa: E402
 from .arena import IDLE_SECONDS  # noqa: E402
 from .broker import WORKER_IDLE_SECONDS, Broker, Submission  # noqa: E402
+from .runtime_api import JobRequest, Notice, RuntimeBroken  # noqa: E402
+from .scheduling import JobInfo  # noqa: E402
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -45,12 +47,20 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-class JobLink:
-    """The client's end of one submitted job: a queue of broker notices and the calls back."""
+class LocalJobLink:
+    """The job's end of a job on a LocalRuntime (a `runtime_api.JobLink`): the broker puts its
+    notices into ``queue``; calls back are marshalled onto the broker's loop."""
 
     def __init__(self, runtime: "LocalRuntime", job_id: str) -> None:
         self.runtime, self.job_id = runtime, job_id
-        self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.queue: "queue.SimpleQueue[Notice]" = queue.SimpleQueue()
+
+    def next_notice(self, timeout: float) -> Optional[Notice]:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            broken = self.runtime.broken  # the broker thread itself died: nobody will tell
+            return RuntimeBroken(broken) if broken is not None else None
 
     def cancel(self) -> None:
         self.runtime.call(lambda b: b.cancel(self.job_id))
@@ -195,15 +205,23 @@ class LocalRuntime:
     def ensure_workers(self, workers: Optional[int]) -> None:
         self.call(lambda b: b.scale(workers or self.default_workers))
 
-    def submit(self, submission: Submission, workers: Optional[int] = None) -> JobLink:
-        workers = workers or self.default_workers
+    def submit(self, request: JobRequest) -> LocalJobLink:
+        """Run ``request`` on this runtime's workers (`runtime_api.Runtime`)."""
+        workers = request.max_workers or self.default_workers
         # refused before anything starts: 10,000 workers is a typo, not a plan
         # stacklevel 4: the user's line that called localExec (via Job._run_on)
         hostcpus.check_workers(workers, self.max_workers, self.allowed_cpus, self._warned, 4)
         if self.broken is not None:  # the previous job saw RuntimeBrokenError: start afresh
             self.close()
-        link = JobLink(self, submission.info.job_id)
-        job_id = submission.info.job_id
+        job_id = request.job_id
+        info = JobInfo(job_id, request.total, streaming=request.streaming,
+                       error_limit=request.error_limit, max_attempts=request.max_attempts,
+                       progress_timeout=request.progress_timeout,
+                       slice_timeout=request.slice_timeout, max_workers=request.max_workers,
+                       initial_slice_seconds=request.initial_slice_seconds)
+        submission = Submission(info, [request.work, request.arguments, *request.spec],
+                                request.options)
+        link = LocalJobLink(self, job_id)
 
         def start(broker: Broker) -> None:  # one step: its demand is never seen without its job
             broker.scale(workers, job_id)

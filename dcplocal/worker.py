@@ -30,7 +30,7 @@ own process group so the supervisor (and the client's reaper, should the client 
 together with any children its work function started, and so a Ctrl-C at the terminal reaches
 the client only. Children a task leaves running are killed and reaped when the task ends.
 
-Imports: protocol, codec, arena, remote, heartbeat, sandbox, inputs, peerauth, workerproc
+Imports: protocol, codec, arena, remote, heartbeat, sandbox, taskexec, inputs, peerauth, workerproc
 (worker side only) — never the user API.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ import sys
 import time
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from . import codec, features, pickling, protocol
+from . import codec, features, protocol
 from .arena import (IDLE_SECONDS, Arena, Placement, can_open, place_frames, placements,
                     private_view, restore_frames)
 from .remote import can_read
@@ -56,7 +56,8 @@ from . import inputs  # noqa: F401
 from .heartbeat import Heartbeat
 from .peerauth import HandshakeError, plain_client, wait_for_handshake
 from .workerproc import EXIT_NO_BROKER, Credentials, die_with_parent, reap_children
-from .sandbox import SandboxEnvironment, _running, load_work, pack_outcome, run_batch
+from .sandbox import SandboxEnvironment, _running
+from .taskexec import LoadedJob, execute_task
 
 
 def _limit_memory(limit: int) -> None:
@@ -90,33 +91,6 @@ def _drop_tracebacks(failure: Optional[BaseException]) -> None:
         seen.add(id(exc))
         exc.__traceback__ = None
         pending += (exc.__cause__, exc.__context__)
-
-
-class _LoadedJob:
-    """A job's work function, arguments and input spec, unpickled on first use.
-
-    Unpickling runs user code (``__reduce__``, module imports), so it happens inside the first
-    task, under the watchdog, and a failure becomes an error of each slice of the job.
-    """
-
-    def __init__(self, options: Dict[str, Any], frames: List[Any]) -> None:
-        self.options = options
-        self.frames: Optional[List[Any]] = frames
-        self.error: Optional[BaseException] = None
-        self.fn: Any = None
-        self.args: Any = ()
-        self.spec: Any = None
-
-    def load(self) -> None:
-        if self.frames is None:
-            return
-        frames, self.frames = self.frames, None
-        try:
-            self.fn = load_work(pickling.loads(frames[0]))
-            self.args = pickling.loads(frames[1])
-            self.spec = codec.loads(frames[2:3]) if len(frames) > 2 else None
-        except BaseException as exc:  # noqa: B902 - reported on every slice of this job
-            self.error = exc
 
 
 def _adopt_client_world(options: Dict[str, Any]) -> None:
@@ -156,7 +130,7 @@ class Worker:
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         self.socket.connect(credentials.address)
-        self.jobs: Dict[str, _LoadedJob] = {}
+        self.jobs: Dict[str, LoadedJob] = {}
         self.heartbeat: Optional[Heartbeat] = None
         self.recycle_slices, self.recycle_rss = recycle_slices, recycle_rss
         self.slices_run = 0
@@ -219,7 +193,7 @@ class Worker:
                     if self.run_task(msg, frames[1:]):
                         return
                 elif isinstance(msg, protocol.JobDef):
-                    self.jobs[msg.job_id] = _LoadedJob(msg.options, frames[1:])
+                    self.jobs[msg.job_id] = LoadedJob(msg.job_id, msg.options, frames[1:])
                 elif isinstance(msg, protocol.DropJob):
                     self.jobs.pop(msg.job_id, None)
                 elif isinstance(msg, protocol.Stop):
@@ -273,7 +247,7 @@ class Worker:
             return True
         return bool(self.recycle_rss) and _private_rss_bytes() > self.recycle_rss
 
-    def _watch(self, task_id: int, job: _LoadedJob) -> None:
+    def _watch(self, task_id: int, job: LoadedJob) -> None:
         if self.heartbeat is not None:
             self.heartbeat.watch(task_id, job.options.get("heartbeat") or 0.0)
 
@@ -289,23 +263,21 @@ class Worker:
         self.slices_run += task.count
         # the client holds each of these regions for us until we say we let go of it
         self.unmapped_inputs = dict(placements(task.placed))
+
+        def at_item(offset: int) -> None:  # the watchdog blames the result being pickled
+            _running.first, _running.results = task.first + offset, []
+
         try:
-            job.load()
-            if job.error is not None:
-                failed = [(task.first + i, job.error) for i in range(task.count)]
-                return self._reply(task, job, [None] * task.count, failed, started)
+            data: Optional[Iterable[Any]] = None
+            unreadable: Optional[BaseException] = None
             if task.chunk_first >= 0:
                 try:
-                    data: Iterable[Any] = self._inputs(task, chunk)
+                    data = self._inputs(task, chunk)
                 except BaseException as exc:  # noqa: B902 - its chunk's index cannot be read
-                    failed = [(task.first + i, exc) for i in range(task.count)]
-                    return self._reply(task, job, [None] * task.count, failed, started)
-            else:
-                data = job.spec.slice_data(task.first, task.count)
-            results, failed, _ = run_batch(
-                job.fn, data, job.args, job.options.get("spread", False), task.job_id,
-                task.first, self.send, job.options.get("public"))
-            leaving = self._reply(task, job, results, failed, started)
+                    unreadable = exc
+            frames, errors, failed = execute_task(job, task.first, task.count, data, self.send,
+                                                  at_item, unreadable)
+            leaving = self._reply(task, frames, errors, started)
             for _index, failure in failed:
                 _drop_tracebacks(failure)
             return leaving
@@ -316,13 +288,7 @@ class Worker:
             for segment_id, _fd, offset, _nbytes in self.unmapped_inputs.values():
                 self._input_released(segment_id, offset)  # never looked at: let go at once
 
-    def _reply(self, task: protocol.Task, job: _LoadedJob, results: List[Any],
-               failed: List[Tuple[int, BaseException]], started: float) -> bool:
-        def at_item(offset: int) -> None:  # the watchdog blames the result being pickled
-            _running.first, _running.results = task.first + offset, []
-
-        frames, errors = pack_outcome(results, failed, task.first,
-                                      job.options.get("max_result_bytes"), at_item)
+    def _reply(self, task: protocol.Task, frames: List[Any], errors: int, started: float) -> bool:
         leaving = self._worn_out()
         frames, placed = place_frames(frames, self.arena.place, self.arena.min_bytes)
         elapsed = time.perf_counter() - started

@@ -12,8 +12,8 @@ KERNELS = ROOT / "kernels"
 
 USER_API = {"compute", "job", "aio", "results", "ranges", "distributions", "events", "jobinputs",
             "requirements"}
-WORKER_SIDE = {"worker", "sandbox", "inputs", "protocol", "codec", "errors", "arena", "remote",
-               "heartbeat", "fds"}
+WORKER_SIDE = {"worker", "sandbox", "taskexec", "inputs", "protocol", "codec", "errors", "arena",
+               "remote", "heartbeat", "fds"}
 
 
 def imports_of(path: pathlib.Path) -> set:
@@ -94,3 +94,15 @@ def test_every_module_opens_with_a_docstring():
     for path in list(PACKAGE.glob("*.py")) + list(KERNELS.glob("*.py")):
         tree = ast.parse(path.read_text())
         assert ast.get_docstring(tree), f"{path.name} has no module docstring"
+
+
+@pytest.mark.parametrize("module", ["job", "compute", "notices", "aio", "results"])
+def test_the_user_api_talks_to_a_runtime_not_to_the_broker_scheduler_or_wire(module):
+    assert not own(module_imports(module)) & {"broker", "scheduling", "protocol", "supervisor"}
+
+
+def test_one_run_a_batch_sequence_serves_worker_serial_runtime_and_estimate():
+    for module in ("worker", "inprocess", "job"):
+        assert "taskexec" in own(module_imports(module)), module
+    for module in ("worker", "inprocess", "job"):
+        assert "run_batch" not in (PACKAGE / f"{module}.py").read_text(), module
