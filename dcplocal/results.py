@@ -137,7 +137,8 @@ class ResultStore:
     def values(self, start: int = 0, stop: Optional[int] = None) -> List[Any]:
         """Results of slots start..stop-1 as native objects; raises for a missing or failed one."""
         stop = self.size if stop is None else stop
-        if self.errors or not self.done[start:stop].all():
+        failed_here = any(start <= index < stop for index in self.errors)
+        if failed_here or not self.done[start:stop].all():  # the one-by-one path raises for it
             return [self.get(i) for i in range(start, stop)]
         if self.array is None:
             return []
