@@ -29,7 +29,7 @@ import signal
 import statistics
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -59,25 +59,6 @@ def _record_losses() -> None:
         lost.setdefault(worker, time.monotonic())
         return worker_lost(self, worker, reason, now)
     scheduling.Scheduler.worker_lost = timed  # type: ignore[method-assign]
-
-
-def stop_latency(trials: int) -> List[float]:
-    runtime = dcplocal.default_runtime()
-    latencies = []
-    for _ in range(trials):
-        job = compute.for_(0, 39, lambda x: (time.sleep(0.05), x)[1])
-        done = threading.Event()
-        thread = threading.Thread(target=lambda: (job.localExec(2), done.set()))
-        thread.start()
-        time.sleep(0.1)  # both workers are inside a slice
-        identities = runtime.query(lambda b: {b.supervisor.pid(i): i for i in b.supervisor.children})
-        victim = random.choice(runtime.worker_pids())
-        stopped = time.monotonic()
-        os.kill(victim, signal.SIGSTOP)
-        thread.join(timeout=30)
-        assert done.is_set(), "the job did not finish after a worker was stopped"
-        latencies.append(lost[identities[victim]] - stopped)
-    return latencies
 
 
 def chaos_square(x: int) -> int:
@@ -133,7 +114,10 @@ def sleepy(x: int) -> int:
     return x * x + 1
 
 
-def detection_latency(trials: int) -> List[float]:
+def _signal_latency(trials: int, signum: int, handled: Callable[[int, Dict[int, bytes]], float]
+                    ) -> List[float]:
+    """Seconds from sending ``signum`` to a worker running a slice to the runtime's handling
+    of it (``handled(pid, identities)`` gives when), for ``trials`` jobs that must still end."""
     runtime = dcplocal.default_runtime()
     latencies = []
     for _ in range(trials):
@@ -142,13 +126,24 @@ def detection_latency(trials: int) -> List[float]:
         thread = threading.Thread(target=lambda: (job.localExec(2), done.set()))
         thread.start()
         time.sleep(0.1)  # both workers are inside a slice
+        identities = runtime.query(lambda b: {b.supervisor.pid(i): i for i in b.supervisor.children})
         victim = random.choice(runtime.worker_pids())
-        killed = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
+        sent = time.monotonic()
+        os.kill(victim, signum)
         thread.join(timeout=30)
-        assert done.is_set(), "the job did not finish after a worker was killed"
-        latencies.append(exits[victim] - killed)
+        assert done.is_set(), f"the job did not finish after a worker got signal {signum}"
+        latencies.append(handled(victim, identities) - sent)
     return latencies
+
+
+def detection_latency(trials: int) -> List[float]:
+    """SIGKILL: until the broker handled the worker's exit."""
+    return _signal_latency(trials, signal.SIGKILL, lambda pid, _: exits[pid])
+
+
+def stop_latency(trials: int) -> List[float]:
+    """SIGSTOP: until the scheduler took the stopped worker for lost."""
+    return _signal_latency(trials, signal.SIGSTOP, lambda pid, identities: lost[identities[pid]])
 
 
 def chaos_run(kill_every: Optional[float], seed: int) -> float:
