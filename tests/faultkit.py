@@ -193,3 +193,35 @@ def wait_for(predicate, timeout: float = 20.0, every: float = 0.02) -> bool:
             return True
         time.sleep(every)
     return bool(predicate())
+
+
+@contextlib.contextmanager
+def killing_workers(runtime, every: float, seed: int):
+    """While the block runs, a thread SIGKILLs a random worker of ``runtime`` every ``every``
+    seconds; yields the list of the pids it killed (complete once the block has ended)."""
+    import os
+    import random
+    import signal
+    import threading
+    rng = random.Random(seed)
+    stop = threading.Event()
+    kills: list = []
+
+    def chaos():
+        while not stop.wait(every):
+            pids = runtime.worker_pids()
+            if pids:
+                victim = rng.choice(pids)
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                    kills.append(victim)
+                except ProcessLookupError:
+                    pass
+    runtime.ensure_workers(2)
+    thread = threading.Thread(target=chaos)
+    thread.start()
+    try:
+        yield kills
+    finally:
+        stop.set()
+        thread.join()

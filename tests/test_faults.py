@@ -337,35 +337,14 @@ def test_a_work_functions_children_die_with_its_worker():
 
 @pytest.mark.slow
 def test_chaos_random_worker_kills():
-    import random
-    rng = random.Random(1234)
     inputs = list(range(2000))
 
     def f(x):
         time.sleep(0.002)
         return x * x + 1
     job = compute.for_(0, len(inputs) - 1, f)
-    stop = threading.Event()
-    kills = []
-
-    def chaos():
-        while not stop.wait(0.5):
-            pids = dcplocal.default_runtime().worker_pids()
-            if pids:
-                victim = rng.choice(pids)
-                try:
-                    os.kill(victim, signal.SIGKILL)
-                    kills.append(victim)
-                except ProcessLookupError:
-                    pass
-    dcplocal.default_runtime().ensure_workers(2)
-    thread = threading.Thread(target=chaos)
-    thread.start()
-    try:
+    with faultkit.killing_workers(dcplocal.default_runtime(), 0.5, seed=1234) as kills:
         results = job.localExec(2)
-    finally:
-        stop.set()
-        thread.join()
     assert list(results) == [f(x) for x in inputs]
     assert kills
 

@@ -78,32 +78,11 @@ def test_killing_a_worker_and_its_next_three_replacements_loses_nothing():
 
 @pytest.mark.slow
 def test_a_2m_slice_job_with_a_worker_sigkilled_every_200_ms_is_exact():
-    import random
-    rng = random.Random(2026)
     with dcplocal.LocalRuntime(workers=2) as rt:
-        rt.ensure_workers(2)
-        stop = threading.Event()
-        kills = []
-
-        def chaos():
-            while not stop.wait(0.2):
-                pids = rt.worker_pids()
-                if pids:
-                    victim = rng.choice(pids)
-                    try:
-                        os.kill(victim, signal.SIGKILL)
-                        kills.append(victim)
-                    except ProcessLookupError:
-                        pass
         job = compute.for_(0, 1_999_999, faultkit.chaos_square)
         job.scheduler = rt
-        thread = threading.Thread(target=chaos)
-        thread.start()
-        try:
+        with faultkit.killing_workers(rt, 0.2, seed=2026) as kills:
             results = job.exec()
-        finally:
-            stop.set()
-            thread.join()
         x = np.arange(2_000_000, dtype=np.int64)
         assert np.array_equal(np.asarray(results), (496 * x) % 1_000_003)
         assert kills  # several: the job is seconds of work, a kill comes every 0.2 s
