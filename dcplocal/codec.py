@@ -122,13 +122,16 @@ def pack_results(values: Sequence[Any], max_bytes: Optional[int] = None,
     sizes: List[int] = []
     parts: List[bytes] = []
     failures: List[Tuple[int, BaseException]] = []
+    dump = pickling.item_dumper(buffers)
     for offset, value in enumerate(values):
         before = len(buffers)
         if at_item is not None:
             at_item(offset)
         try:
-            part = pickling.dumps(value, buffers)
-            size = len(part) + sum(b.raw().nbytes for b in buffers[before:])
+            part = dump(value)
+            size = len(part)
+            if len(buffers) > before:
+                size += sum(b.raw().nbytes for b in buffers[before:])
             if max_bytes is not None and size > max_bytes:
                 raise ERESULTTOOBIG(f"a {type(value).__name__} result of {size} bytes is over "
                                     f"the job's maxResultBytes of {max_bytes} bytes")

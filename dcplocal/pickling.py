@@ -102,23 +102,35 @@ def dumps_by_value(obj: Any, buffers: Optional[List[Any]] = None) -> bytes:
     return stream.getvalue()
 
 
+def item_dumper(buffers: Optional[List[Any]] = None) -> Callable[[Any], bytes]:
+    """`dumps` for many items, sharing one ``buffers`` list: what can be made once per batch
+    (the out-of-band callback) is made here, so each item costs plain pickle's call, the
+    ``__main__`` check, and nothing more."""
+    callback = _out_of_band(buffers) if buffers is not None else None
+    plain = pickle.dumps
+
+    def dump(obj: Any) -> bytes:
+        mark = len(buffers) if buffers is not None else 0
+        try:
+            stream = plain(obj, 5, buffer_callback=callback)
+            if _MAIN not in stream:
+                return stream
+        except Exception:  # noqa: BLE001 - plain pickle's refusal is not final: try by value
+            pass
+        if buffers is not None:
+            del buffers[mark:]
+        return dumps_by_value(obj, buffers)
+
+    return dump
+
+
 def dumps(obj: Any, buffers: Optional[List[Any]] = None) -> bytes:
     """``obj`` as a pickle stream that loads in any dcplocal process (see the module's rules).
 
     With ``buffers``, numpy arrays of ``OUT_OF_BAND_BYTES`` or more are appended to it instead of
     copied into the stream. Raises what pickling raised when even cloudpickle cannot send it.
     """
-    mark = len(buffers) if buffers is not None else 0
-    try:
-        callback = _out_of_band(buffers) if buffers is not None else None
-        stream = pickle.dumps(obj, protocol=5, buffer_callback=callback)
-        if _MAIN not in stream:
-            return stream
-    except Exception:  # noqa: BLE001 - plain pickle's refusal is not final: try by value
-        pass
-    if buffers is not None:
-        del buffers[mark:]
-    return dumps_by_value(obj, buffers)
+    return item_dumper(buffers)(obj)
 
 
 def loads(stream: Any, buffers: Any = ()) -> Any:
