@@ -23,8 +23,11 @@ from .runtime_api import (Console, InputWanted, JobEnded, JobRequest, Notice, Re
 from .sandbox import SandboxEnvironment
 from .taskexec import LoadedJob, execute_task
 
-#: Slices per task: events, progress and cancellation are seen this often.
+#: A task's slices start at 1 and grow x8 while tasks stay under TASK_SECONDS, up to
+#: TASK_SLICES: slow slices run one per task, so their console output, progress and a cancel
+#: are seen after each slice; fast ones share a task, so a million cost no more than a loop.
 TASK_SLICES = 256
+TASK_SECONDS = 0.02
 
 
 class SerialJobLink:
@@ -43,6 +46,7 @@ class SerialJobLink:
         self.cancelled = False
         self.ended = False
         self.task_ids = itertools.count(1)
+        self.task_slices = 1
 
     # ---- the job's calls -------------------------------------------------------------------
     def cancel(self) -> None:
@@ -71,7 +75,7 @@ class SerialJobLink:
             if self.next_first >= self.total:
                 self._end("complete")
             else:
-                count = min(TASK_SLICES, self.total - self.next_first)
+                count = min(self.task_slices, self.total - self.next_first)
                 self._run(self.next_first, count, None)
         elif self.chunks:
             first, count, frames = self.chunks.popleft()
@@ -80,7 +84,7 @@ class SerialJobLink:
             self._end("complete")
         elif not self.asked:
             self.asked = True
-            self.notices.append(InputWanted(TASK_SLICES))
+            self.notices.append(InputWanted(self.task_slices))
 
     def _end(self, outcome: str) -> None:
         self.ended = True
@@ -90,8 +94,13 @@ class SerialJobLink:
         task_id = next(self.task_ids)
         started = time.perf_counter()
         with SandboxEnvironment(capture_output=True):
-            frames, errors, _ = execute_task(self.job, first, count, data, self._event)
+            frames, errors, _ = execute_task(self.job, first, count, data, self._event,
+                                             interruptible=True)
         elapsed = time.perf_counter() - started
+        if elapsed < TASK_SECONDS:
+            self.task_slices = min(TASK_SLICES, self.task_slices * 8)
+        elif elapsed > 4 * TASK_SECONDS:
+            self.task_slices = max(1, self.task_slices // 8)
         self.failed += errors
         self.next_first = first + count
         self.notices.append(Results(task_id, first, count, elapsed, errors, frames,

@@ -282,10 +282,12 @@ def describe_error(exc: BaseException, slice_index: int) -> Dict[str, Any]:
 
 def run_batch(work_fn: Callable[..., Any], data: Iterable[Any], args: Sequence[Any], spread: bool,
               job_id: str, first: int, emit: Emit,
-              public: Optional[Dict[str, Any]] = None
+              public: Optional[Dict[str, Any]] = None, interruptible: bool = False
               ) -> Tuple[List[Any], List[Tuple[int, BaseException]], float]:
     """Run ``work_fn`` over ``data`` (slices ``first…``); returns (results, errors, seconds).
 
+    ``interruptible``: a KeyboardInterrupt propagates (the client's own process, where it is
+    Ctrl-C; a worker ignores SIGINT, so there it can only be the work function's own raise).
     A failed slice's result is None and ``errors`` holds its (slice index, exception). SystemExit
     and KeyboardInterrupt raised by the work function are slice errors too.
     """
@@ -312,6 +314,9 @@ def run_batch(work_fn: Callable[..., Any], data: Iterable[Any], args: Sequence[A
                     append(work_fn(datum))
             break
         except BaseException as exc:  # noqa: B902 - every slice failure is reported, not raised
+            if interruptible and isinstance(exc, KeyboardInterrupt):
+                run.emit = None
+                raise  # in the client's own process, Ctrl-C stops the job, not one slice
             errors.append((first + len(results), exc))
             append(None)
     elapsed = time.perf_counter() - started

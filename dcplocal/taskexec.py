@@ -51,11 +51,13 @@ Outcome = Tuple[List[Any], int, List[Tuple[int, BaseException]]]
 
 def execute_task(job: LoadedJob, first: int, count: int, data: Optional[Iterable[Any]],
                  emit: Emit, at_item: Optional[Callable[[int], None]] = None,
-                 unreadable: Optional[BaseException] = None) -> Outcome:
+                 unreadable: Optional[BaseException] = None, interruptible: bool = False
+                 ) -> Outcome:
     """Run slices ``first … first+count-1`` of ``job`` and pack their outcome.
 
     ``data``: the task's input items (a data job), or None to expand them from the job's input
     spec. ``unreadable``: the items could not even be read (every slice fails with it).
+    ``interruptible``: Ctrl-C (KeyboardInterrupt) propagates instead of failing a slice.
     Returns ``(frames, errors, failures)``: the TaskDone payload (`sandbox.pack_outcome`), how
     many slices failed, and the work function's (slice index, exception) failures, whose
     tracebacks the caller may drop once the payload is sent.
@@ -69,7 +71,8 @@ def execute_task(job: LoadedJob, first: int, count: int, data: Optional[Iterable
         if data is None:
             data = job.spec.slice_data(first, count)
         results, failed, _ = run_batch(job.fn, data, job.args, job.options.get("spread", False),
-                                       job.job_id, first, emit, job.options.get("public"))
+                                       job.job_id, first, emit, job.options.get("public"),
+                                       interruptible)
     frames, errors = pack_outcome(results, failed, first, job.options.get("max_result_bytes"),
                                   at_item)
     return frames, errors, failed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -271,3 +272,37 @@ def test_a_cancelled_async_job_raises_cancelled_not_job_cancelled_error():
             return "job cancelled"
 
     assert asyncio.run(main()) == "cancelled"
+
+
+DEBUG_SCRIPT = """
+import time
+from dcplocal import compute
+
+def slow(x):
+    print("slice", x, "starts")
+    time.sleep(0.2)
+    return x
+
+try:
+    compute.for_(range(100), slow).localExec(0)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    raise
+"""
+
+
+def test_the_debug_mode_prints_as_it_goes_and_stops_on_ctrl_c():
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-u", "-c", DEBUG_SCRIPT], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "slice 0 starts" in first and proc.poll() is None   # printed while it runs
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert "interrupted" in out and out.count("starts") < 99        # it stopped, not finished
