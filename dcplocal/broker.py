@@ -39,6 +39,7 @@ from .poolsize import PoolSize
 from .runtime_api import (Console, InputWanted, JobEnded, Notice, Results, RuntimeBroken,
                           SliceFailed, WorkEvent)
 from .supervisor import Supervisor
+from .workerproc import EXIT_NO_BROKER
 from .transfers import InputTransport, Prepared
 
 _log = logging.getLogger("dcplocal")
@@ -361,8 +362,13 @@ class Broker:
             self._perform(self.scheduler.remove_worker(identity, exitcode, time.monotonic()))
 
         def step() -> None:
+            admitted = identity in self.ready
+            if exitcode == EXIT_NO_BROKER and not admitted:  # (a work function may exit 3 too)
+                _log.warning("worker %s could not reach the broker at %s (refused, or nobody "
+                             "answered within %g s); see its message above", identity.decode(),
+                             self.address, self.supervisor.connect_timeout)
             self.scheduler.retire(identity)
-            delay = self.respawns.died(identity not in self.ready, len(self.ready - {identity}),
+            delay = self.respawns.died(not admitted, len(self.ready - {identity}),
                                        exitcode, time.monotonic())
             if exitcode == 0:
                 # A clean exit (recycling) flushed its last messages first, but they may still

@@ -21,7 +21,6 @@ calls ``on_exit(identity, exitcode)`` on the event loop's thread.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -34,10 +33,8 @@ from . import features
 from .hostcpus import allowed_cpus, thread_environment
 from .peerauth import PlainTokens
 from .reaper import Reaper
-from .workerproc import EXIT_NO_BROKER
 
 OnExit = Callable[[bytes, Optional[int]], None]
-_log = logging.getLogger("dcplocal")
 
 
 #: How long a worker waits for the broker to let it in before it gives up with an error. Generous:
@@ -159,10 +156,6 @@ class Supervisor:
             os.close(child.pidfd)
         exitcode = child.popen.wait()
         self._forget(child)
-        if exitcode == EXIT_NO_BROKER:
-            _log.warning("worker %s could not reach the broker at %s (refused, or nobody "
-                         "answered within %g s); see its message above", identity.decode(),
-                         self.address, self.connect_timeout)
         self.on_exit(identity, exitcode)
 
     def _forget(self, child: _Child) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 import dcplocal
 from dcplocal import compute, health
-from dcplocal.errors import RuntimeBrokenError
+from dcplocal.errors import RuntimeBrokenError, WorkerDiedError
 
 import faultkit
 
@@ -311,3 +311,11 @@ def test_a_job_the_scheduler_refuses_ends_failed_and_can_run_again(monkeypatch):
         assert job.status.runStatus == "failed" and rt.broken is None
         job.maxAttempts = 3
         assert list(job.exec()) == list(range(10))
+
+
+def test_a_work_function_exiting_with_the_admission_code_is_not_called_an_admission_failure(caplog):
+    """Exit code 3 is what a worker that could not get in exits with; a work function that
+    exits with it too died like any other: no word of brokers."""
+    with pytest.raises(WorkerDiedError):
+        compute.for_(0, 1, lambda x: os._exit(3)).localExec(2)
+    assert not [r for r in caplog.records if "could not reach the broker" in r.getMessage()]
