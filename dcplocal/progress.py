@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from typing import Any, Optional, TextIO
 
 from .errors import EINVAL
@@ -58,9 +59,21 @@ def _has_fd(stream: Any) -> bool:
 
 
 class JobProgress:
-    """One job's bar; `update` as results arrive, `write` for console output, `close` at the end."""
+    """One job's bar; `update` as results arrive, `write` for console output, `close` at the end.
+
+    The bar itself (and tqdm's logging redirect) is made only once the job has run
+    ``DELAY_SECONDS``: tqdm's own delay is not enough, because ``tqdm.write`` draws every bar
+    it knows of, so a short job that prints would flash a half-drawn bar and leave it behind.
+    """
 
     def __init__(self, total: Optional[int], description: str = "") -> None:
+        self.total, self.description = total, description
+        self.started = time.monotonic()
+        self.bar: Any = None
+        self.failed = 0
+        self._logging = contextlib.ExitStack()
+
+    def _show(self, computed: int) -> None:
         if _in_notebook():
             from tqdm.auto import tqdm
         else:
@@ -70,25 +83,33 @@ class JobProgress:
         self._tqdm = tqdm
         # a terminal that reports no width (a pty nobody sized) would get an empty bar
         sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0 if _has_fd(sys.stderr) else False
-        self.bar = tqdm(total=total, desc=description or None, unit="slice", delay=DELAY_SECONDS,
-                        dynamic_ncols=sized, ncols=None if sized else 80, file=sys.stderr,
-                        leave=True)
-        self.failed = 0
-        self._logging = contextlib.ExitStack()
+        self.bar = tqdm(total=self.total, desc=self.description or None, unit="slice",
+                        initial=computed, dynamic_ncols=sized, ncols=None if sized else 80,
+                        file=sys.stderr, leave=True)
+        self.bar.start_t = self.started  # its rate and elapsed time count from the job's start
         self._logging.enter_context(logging_redirect_tqdm(tqdm_class=tqdm))
 
     def update(self, computed: int, failed: int, total: Optional[int]) -> None:
+        self.total = total if total is not None else self.total
+        if self.bar is None:
+            if time.monotonic() - self.started < DELAY_SECONDS:
+                return
+            self._show(computed)
         bar = self.bar
-        if total is not None and bar.total != total:
-            bar.total = total
+        if self.total is not None and bar.total != self.total:
+            bar.total = self.total
         if failed != self.failed:
             self.failed = failed
             bar.set_postfix_str(f"failed={failed}", refresh=False)
         bar.update(computed - bar.n)
 
     def write(self, text: str, stream: TextIO) -> None:
-        self._tqdm.write(text, file=stream)
+        if self.bar is None:
+            print(text, file=stream)
+        else:
+            self._tqdm.write(text, file=stream)
 
     def close(self) -> None:
         self._logging.close()
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -141,3 +141,18 @@ def test_console_listeners_also_see_logging_records_and_print_stays_a_console_ev
     assert [(e.level, e.message) for e in seen if "logger" not in e] == [("log", "hello")]
     assert [(e.level, e.message, e.logger) for e in seen if "logger" in e] == \
         [("info", "step 0 of run", "model.train")]
+
+
+def test_a_short_job_that_prints_on_a_terminal_draws_no_bar():
+    source = textwrap.dedent("""
+        from dcplocal import compute
+        def f(x):
+            print("hi", x)
+            return x
+        for k in range(3):
+            results = compute.for_(range(3), f).localExec(2)
+        print("sum", sum(results))
+    """)
+    out = run_on_a_terminal(source, _env())
+    assert "slice/s" not in out and "%|" not in out
+    assert out.count("[slice 1] hi 0\r\n") == 3 and "\r\nsum 3\r\n" in out
