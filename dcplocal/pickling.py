@@ -25,9 +25,11 @@ Must not know: frames, sockets, jobs.
 from __future__ import annotations
 
 import functools
+import importlib.machinery
 import pickle
 import sys
-from typing import Any, Callable, List, Optional, Tuple
+import types
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cloudpickle
 
@@ -61,6 +63,26 @@ def _not_importable(obj: Any) -> bool:
     return found is not obj
 
 
+_FINDABLE: Dict[str, bool] = {}
+
+
+def _by_value_if_unfindable(name: Optional[str]) -> None:
+    """Have cloudpickle send a module's functions and classes by value when a worker could not
+    import that module by name: one loaded from a file path (``spec_from_file_location``, a
+    plugin loader, pytest's importlib mode) is in this process's ``sys.modules`` only."""
+    if not name or name == "__main__" or name in _FINDABLE:
+        return
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    top = name.partition(".")[0]
+    findable = (module is None or top in sys.builtin_module_names
+                or getattr(spec, "origin", None) in ("built-in", "frozen")
+                or importlib.machinery.PathFinder.find_spec(top) is not None)
+    _FINDABLE[name] = findable
+    if not findable:
+        cloudpickle.register_pickle_by_value(module)
+
+
 def _lru_cached(fn: Callable[..., Any], maxsize: Optional[int], typed: bool) -> Callable[..., Any]:
     """Rebuilds an ``lru_cache`` wrapper on the receiving side (with an empty cache)."""
     return functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
@@ -82,6 +104,8 @@ class _ByValuePickler(cloudpickle.Pickler):
     real slots, would refuse on the way back."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)):
+            _by_value_if_unfindable(getattr(obj, "__module__", None))
         cls = type(obj)
         if cls is functools._lru_cache_wrapper and _not_importable(obj):
             params = obj.cache_parameters()

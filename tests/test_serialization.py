@@ -191,3 +191,24 @@ def test_warm_workers_work_in_the_clients_directory_of_the_submission(tmp_path, 
     assert compute.for_(0, 3, lambda i: open("data.txt").read()).localExec(2) == ["42"] * 4
     assert compute.for_(0, 1, lambda i: os.getcwd()).localExec(2) == [str(tmp_path)] * 2
 
+
+
+def test_a_module_loaded_from_a_file_path_travels_by_value(tmp_path):
+    """Plugin loaders (and pytest's importlib mode) load modules that no worker can import by
+    name; their functions and classes go by value, as the script's own do."""
+    import importlib.util
+    source = tmp_path / "plugin_by_path.py"
+    source.write_text("class Thing:\n"
+                      "    def __init__(self, v):\n        self.v = v\n"
+                      "def work(x):\n    return Thing(x * 3)\n")
+    spec = importlib.util.spec_from_file_location("dcplocal_test_plugin_by_path", source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        for cores in MODES:
+            results = compute.for_(range(3), module.work).localExec(cores)
+            assert [t.v for t in results] == [0, 3, 6]
+            assert all(type(t) is module.Thing for t in results)
+    finally:
+        del sys.modules[spec.name]
