@@ -207,6 +207,10 @@ class ResultHandle(Sequence):
     def __iter__(self) -> Iterator[Any]:
         return iter(self._nested())
 
+    def __reduce__(self) -> Any:
+        """Pickled (``joblib.dump``, returned from another job) as the list it equals."""
+        return list, (self._nested(),)
+
     def __eq__(self, other: Any) -> bool:
         if isinstance(other, ResultHandle):
             other = other._nested()

@@ -376,3 +376,11 @@ def test_a_cancel_just_before_a_run_counts_and_only_for_that_run(cores):
     assert list(job.localExec(cores)) == list(range(10))   # the next run is not cancelled
     job.cancel()                                   # on an ended job: nothing
     assert list(job.localExec(cores)) == list(range(10))
+
+
+def test_results_pickle_as_the_list_they_equal():
+    import pickle
+    results = compute.for_(0, 4, lambda x: x * 2).localExec(2)
+    assert pickle.loads(pickle.dumps(results)) == [0, 2, 4, 6, 8]
+    nested = compute.for_([{"start": 1, "end": 2}, {"start": 1, "end": 2}], lambda i, j: i * j).localExec(2)
+    assert pickle.loads(pickle.dumps(nested)) == [[1, 2], [2, 4]]
