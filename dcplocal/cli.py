@@ -51,10 +51,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     # the script's own jobs get a bar unless the user chose otherwise
     os.environ.setdefault("DCPLOCAL_PROGRESS", "1" if sys.stderr.isatty() else "auto")
+    script = os.path.abspath(args.script)  # as `python script.py` sets __file__ (3.9+)
     sys.argv = [args.script, *args.args]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(args.script)))
+    sys.path.insert(0, os.path.dirname(script))
     try:
-        runpy.run_path(args.script, run_name="__main__")
+        runpy.run_path(script, run_name="__main__")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0

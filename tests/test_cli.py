@@ -43,7 +43,7 @@ def test_info_follows_the_environment():
 def test_run_runs_a_script_as_main_with_its_arguments_and_exit_code(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent("""
-        import dataclasses, sys
+        import dataclasses, os, sys
         from dcplocal import compute
 
         @dataclasses.dataclass
@@ -53,12 +53,13 @@ def test_run_runs_a_script_as_main_with_its_arguments_and_exit_code(tmp_path):
         if __name__ == "__main__":
             n = int(sys.argv[1])
             points = compute.for_(1, n, lambda i: Point(i)).localExec(2)
-            print(sys.argv[2], [p.x for p in points], all(type(p) is Point for p in points))
+            print(sys.argv[2], [p.x for p in points], all(type(p) is Point for p in points),
+                  __file__ == os.path.abspath(__file__))
             sys.exit(3)
     """))
-    done = dcplocal("run", str(script), "4", "--flag", cwd=tmp_path)
+    done = dcplocal("run", "job.py", "4", "--flag", cwd=tmp_path)   # relative, as typed
     assert done.returncode == 3, done.stderr
-    assert done.stdout.strip() == "--flag [1, 2, 3, 4] True"
+    assert done.stdout.strip() == "--flag [1, 2, 3, 4] True True"
     assert "\r" not in done.stderr                      # no bar off a terminal
     assert dcplocal("run", str(tmp_path / "missing.py")).returncode == 2
 
