@@ -325,6 +325,8 @@ class Job(EventEmitter, NoticeHandling):
             raise EPERM(f"job {self.id} is already running")
         request = self._request(cores)  # bad input fails here, before any worker starts
         request.job_id = self._begin()
+        if self._cancel_requested:  # cancelled before it could start: nothing is submitted
+            return self._finish("cancelled")
         if self._data is not None:
             self._items.restart()
         self._link = runtime.submit(request)

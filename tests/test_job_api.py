@@ -368,6 +368,7 @@ def test_help_shows_the_call_forms_with_an_example(documented):
 
 @pytest.mark.parametrize("cores", [0, 2])
 def test_a_cancel_just_before_a_run_counts_and_only_for_that_run(cores):
+    compute.for_(0, 1, abs).localExec(cores)       # warm workers would finish it at once
     job = compute.for_(0, 9, lambda x: x)
     job.cancel()                                   # another thread, a moment before the run
     with pytest.raises(dcplocal.errors.JobCancelledError):
