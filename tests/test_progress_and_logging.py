@@ -149,6 +149,7 @@ def test_a_short_job_that_prints_on_a_terminal_draws_no_bar():
         def f(x):
             print("hi", x)
             return x
+        compute.for_(range(2), abs).localExec(2)    # workers up: the jobs below take ms
         for k in range(3):
             results = compute.for_(range(3), f).localExec(2)
         print("sum", sum(results))
