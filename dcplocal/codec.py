@@ -28,7 +28,6 @@ import numpy as np
 
 from . import pickling
 from .errors import ERESULTTOOBIG, ETYPE
-from .pickling import OUT_OF_BAND_BYTES  # noqa: F401 - part of this module's interface
 from .protocol import PROTOCOL_VERSION, Message, message_class
 
 # Result payload kinds (first byte of the kind frame).

@@ -16,7 +16,7 @@ __all__ = [
     "DCPError", "EINVAL", "ERANGE", "ETYPE", "EPERM", "ENOFUNDS", "ENOPROGRESS", "ESLICETOOSLOW",
     "ETOOMANYERRORS", "ETOOMANYTASKS", "EWORKTOOBIG", "ETOOBIG", "ERESULTTOOBIG", "ENOTAVAIL",
     "EUNMET", "JobCancelledError", "WorkerDiedError", "RuntimeBrokenError", "SliceError",
-    "RemoteTraceback", "error_for_code", "add_note",
+    "RemoteTraceback", "error_for_code", "add_note", "format_traceback",
 ]
 
 
@@ -189,6 +189,13 @@ _BY_CODE: Dict[str, Type[DCPError]] = {
 def error_for_code(code: str) -> Type[DCPError]:
     """Return the error class for a DCP error code (``DCPError`` itself for an unknown code)."""
     return _BY_CODE.get(code, DCPError)
+
+
+def format_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback as the interpreter would print it (its causes and notes included)."""
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 def add_note(exc: BaseException, text: str) -> None:

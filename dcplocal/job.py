@@ -22,8 +22,7 @@ import weakref
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import codec, pickling
-from .errors import (EINVAL, EPERM, ERANGE, ETOOMANYERRORS, ETYPE, JobCancelledError,
-                     RuntimeBrokenError)
+from .errors import EINVAL, EPERM, ERANGE, ETOOMANYERRORS, ETYPE, JobCancelledError
 from .aio import JobAio
 from .events import EventEmitter, Payload
 from .hostcpus import default_workers
@@ -386,7 +385,7 @@ class Job(EventEmitter, NoticeHandling):
         """A failure on this side of the job (a raising input iterator, an input that will not
         pickle, a bug, Ctrl-C): stop the job in the runtime and let it end there, so it holds no
         worker and no memory, keeping every result reported meanwhile; then say how it ended."""
-        if not (self._runtime_let_go or isinstance(exc, RuntimeBrokenError)):
+        if not self._runtime_let_go:  # (a RuntimeBroken notice, or a job the runtime refused)
             link.cancel()
             self._wind_down(link)
         self._cancel_requested = False

@@ -13,11 +13,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import traceback
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from . import codec
-from .errors import RemoteTraceback, SliceError, add_note
+from .errors import RemoteTraceback, SliceError, add_note, format_traceback
 from .events import Payload
 from .runtime_api import Console, Results, SliceFailed, WorkEvent
 
@@ -67,7 +66,7 @@ class NoticeHandling:
             error = SliceError(f"result of slice {index + 1} (sliceIndex {index}) could not be "
                                f"unpickled in the client: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
-            self._slice_error(index, error, "".join(format_exception(exc)))
+            self._slice_error(index, error, format_traceback(exc))
         for description in error_descriptions:
             index = description["slice"]
             self._slice_error(index, self._restore_error(description), description["stack"])
@@ -126,7 +125,7 @@ class NoticeHandling:
                                    f"work.emit({msg.name!r}) could not be unpickled in the client: "
                                    f"{type(exc).__name__}: {exc}")
                 error.__cause__ = exc
-                self._slice_error(index, error, "".join(format_exception(exc)))
+                self._slice_error(index, error, format_traceback(exc))
                 return
             self.work.emit(msg.name, value)
             return
@@ -176,9 +175,5 @@ class NoticeHandling:
                 if index not in self._store.errors:
                     self._emit_result(index, done.task_id)
         self.emit("resultsUpdated", Payload(job=self.id, address=self.id))
-
-
-def format_exception(exc: BaseException) -> List[str]:
-    return traceback.format_exception(type(exc), exc, exc.__traceback__)
 
 

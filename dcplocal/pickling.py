@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import importlib.machinery
+import io
 import pickle
 import sys
 import types
@@ -118,8 +119,6 @@ class _ByValuePickler(cloudpickle.Pickler):
 
 def dumps_by_value(obj: Any, buffers: Optional[List[Any]] = None) -> bytes:
     """``obj`` pickled as cloudpickle would, large buffers appended to ``buffers`` when given."""
-    import io
-
     stream = io.BytesIO()
     callback = _out_of_band(buffers) if buffers is not None else None
     _ByValuePickler(stream, protocol=5, buffer_callback=callback).dump(obj)

@@ -21,11 +21,10 @@ import io
 import logging
 import sys
 import time
-import traceback
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import codec, protocol
-from .errors import ERESULTTOOBIG, add_note
+from .errors import ERESULTTOOBIG, add_note, format_traceback
 from .pickling import dumps_exception
 
 Emit = Callable[..., None]
@@ -270,7 +269,7 @@ class CallWithoutDatum:
 def describe_error(exc: BaseException, slice_index: int) -> Dict[str, Any]:
     """A slice error as plain data: type, message, repr, traceback text and the pickled
     exception (None, with ``unpicklable`` saying why, when it cannot cross a process boundary)."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = format_traceback(exc)
     blob, why = dumps_exception(exc)
     try:
         text = repr(exc)
